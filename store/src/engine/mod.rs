@@ -1,0 +1,79 @@
+//! Where the store's bytes become durable. One ordered key space per member holds the Raft log,
+//! the vote and the state machine (prefixes in [`keys`]), so a single atomic batch can update
+//! data together with the metadata that describes it. Snapshots are blobs beside it.
+//!
+//! Production uses [`SledEngine`]; the simulation and unit tests use [`MemoryEngine`], which
+//! survives a simulated crash and loses exactly what was not synced.
+
+pub mod keys;
+mod memory;
+mod sled_engine;
+
+pub use memory::MemoryEngine;
+pub use sled_engine::{write_file_durably, SledEngine};
+
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("storage error: {0}")]
+    Io(String),
+    #[error("corrupt data under key {key:?}: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+impl EngineError {
+    pub fn corrupt(key: &[u8], reason: impl ToString) -> Self {
+        EngineError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: reason.to_string() }
+    }
+}
+
+pub type EngineResult<T> = Result<T, EngineError>;
+
+pub type KvPair = (Vec<u8>, Vec<u8>);
+
+/// An atomic group of writes.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub(crate) ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((key, Some(value)));
+    }
+
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.ops.push((key, None));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+pub trait Engine: Send + Sync + 'static {
+    fn get(&self, key: &[u8]) -> EngineResult<Option<Vec<u8>>>;
+
+    /// Entries with `start <= key < end`, in key order.
+    fn scan(&self, start: &[u8], end: &[u8]) -> Box<dyn Iterator<Item = EngineResult<KvPair>> + '_>;
+
+    /// The entry with the greatest key in `[start, end)`.
+    fn last(&self, start: &[u8], end: &[u8]) -> EngineResult<Option<KvPair>>;
+
+    /// Applies every write of the batch or none of them. Not durable until [`Engine::sync`].
+    fn write(&self, batch: Batch) -> EngineResult<()>;
+
+    /// Makes every write so far durable (fsync).
+    fn sync(&self) -> EngineResult<()>;
+
+    /// Replaces a named blob; durable when it returns.
+    fn write_blob(&self, name: &str, data: &[u8]) -> EngineResult<()>;
+
+    fn read_blob(&self, name: &str) -> EngineResult<Option<Vec<u8>>>;
+
+    /// Bytes used on disk (for `Status.dbSize`).
+    fn size_on_disk(&self) -> u64;
+}
+
+pub type SharedEngine = Arc<dyn Engine>;

@@ -1,0 +1,10 @@
+//! openraft adapters: durable log storage, the state machine over the MVCC store, and the peer
+//! transport (client and server side).
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+pub mod transport;
+pub mod types;
+
+pub use types::*;

@@ -1,0 +1,202 @@
+//! The client side of the peer transport: openraft's RPCs and Berth's forwarding calls
+//! (proposals and read-index requests sent to the leader), as opaque bincode payloads over gRPC.
+//! One lazily connected HTTP/2 channel per peer URL is shared by every caller.
+
+use super::types::*;
+use berth_proto::berthraftpb::raft_transport_client::RaftTransportClient;
+use berth_proto::berthraftpb::Payload;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// Peer messages can carry snapshot chunks and large batches; bound them well above both.
+pub const MAX_PEER_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Why a forwarded call did not run on the leader. Only `NotLeader` is safe to retry elsewhere:
+/// the command was certainly not appended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ForwardError {
+    #[error("not the leader")]
+    NotLeader,
+    #[error("server stopped")]
+    Stopped,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The reply to a forwarded proposal: the log index it was committed at and its results.
+pub type ProposeReply = Result<(u64, ProposalResult), ForwardError>;
+/// The reply to a read-index request: the log index a linearizable read must wait for.
+pub type ReadIndexReply = Result<u64, ForwardError>;
+
+/// Opens a (lazy) channel to a peer URL. Production dials TCP; the simulation dials through
+/// its simulated network.
+pub type ChannelFactory = Arc<dyn Fn(&str) -> Result<Channel, String> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct PeerNetwork {
+    channels: Arc<Mutex<BTreeMap<String, Channel>>>,
+    connect: ChannelFactory,
+}
+
+impl Default for PeerNetwork {
+    fn default() -> Self {
+        PeerNetwork::with_connector(Arc::new(tcp_channel))
+    }
+}
+
+/// A lazily connected TCP channel with Nagle off and keep-alives that notice a dead peer.
+pub fn tcp_channel(url: &str) -> Result<Channel, String> {
+    Ok(peer_endpoint(url)?.tcp_nodelay(true).connect_lazy())
+}
+
+/// The endpoint settings every peer channel shares, whatever carries it.
+pub fn peer_endpoint(url: &str) -> Result<Endpoint, String> {
+    Ok(Endpoint::from_shared(url.to_string())
+        .map_err(|e| format!("bad peer url {url}: {e}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5)))
+}
+
+impl PeerNetwork {
+    pub fn with_connector(connect: ChannelFactory) -> Self {
+        PeerNetwork { channels: Arc::default(), connect }
+    }
+
+    /// A client for the peer at `url`, sharing the channel with earlier callers.
+    pub fn client(&self, url: &str) -> Result<RaftTransportClient<Channel>, String> {
+        let mut channels = self.channels.lock().expect("channel cache lock");
+        let channel = match channels.get(url) {
+            Some(c) => c.clone(),
+            None => {
+                let channel = (self.connect)(url)?;
+                channels.insert(url.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(RaftTransportClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE))
+    }
+
+    /// Sends a proposal to the leader at `url`.
+    pub async fn propose(
+        &self,
+        url: &str,
+        proposal: &Proposal,
+        timeout: Duration,
+    ) -> Result<ProposeReply, tonic::Status> {
+        let mut client = self.client(url).map_err(tonic::Status::unavailable)?;
+        let reply = client.propose(request(proposal, timeout)?).await?;
+        decode(reply.into_inner())
+    }
+
+    /// Asks the leader at `url` for a read index.
+    pub async fn read_index(&self, url: &str, timeout: Duration) -> Result<ReadIndexReply, tonic::Status> {
+        let mut client = self.client(url).map_err(tonic::Status::unavailable)?;
+        let reply = client.read_index(request(&(), timeout)?).await?;
+        decode(reply.into_inner())
+    }
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Result<Payload, tonic::Status> {
+    bincode::serialize(value)
+        .map(|data| Payload { data })
+        .map_err(|e| tonic::Status::internal(format!("cannot encode peer message: {e}")))
+}
+
+pub fn decode<T: DeserializeOwned>(payload: Payload) -> Result<T, tonic::Status> {
+    bincode::deserialize(&payload.data)
+        .map_err(|e| tonic::Status::invalid_argument(format!("cannot decode peer message: {e}")))
+}
+
+fn request<T: Serialize>(value: &T, timeout: Duration) -> Result<tonic::Request<Payload>, tonic::Status> {
+    let mut req = tonic::Request::new(encode(value)?);
+    req.set_timeout(timeout);
+    Ok(req)
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &MemberNode) -> PeerClient {
+        let url = node.peer_urls.first().cloned().unwrap_or_default();
+        PeerClient { target, client: self.client(&url) }
+    }
+}
+
+/// openraft's connection to one peer.
+pub struct PeerClient {
+    target: u64,
+    client: Result<RaftTransportClient<Channel>, String>,
+}
+
+/// A peer that refuses connections is unreachable (openraft backs off); anything else is a
+/// network error it may retry at once.
+fn transport_error<E: std::error::Error>(status: tonic::Status) -> RPCError<u64, MemberNode, E> {
+    match status.code() {
+        tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        req: &Req,
+        option: &RPCOption,
+        send: impl AsyncFnOnce(
+            &mut RaftTransportClient<Channel>,
+            tonic::Request<Payload>,
+        ) -> Result<tonic::Response<Payload>, tonic::Status>,
+    ) -> Result<Resp, RPCError<u64, MemberNode, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let client = match &mut self.client {
+            Ok(c) => c,
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.clone())))),
+        };
+        let request = request(req, option.hard_ttl()).map_err(transport_error)?;
+        let reply = send(client, request).await.map_err(transport_error)?;
+        let decoded: Result<Resp, E> = decode(reply.into_inner()).map_err(transport_error)?;
+        decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, MemberNode, RaftError<u64>>> {
+        self.call(&rpc, &option, async |c, r| c.append_entries(r).await).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, MemberNode, RaftError<u64, InstallSnapshotError>>> {
+        self.call(&rpc, &option, async |c, r| c.install_snapshot(r).await).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, MemberNode, RaftError<u64>>> {
+        self.call(&rpc, &option, async |c, r| c.vote(r).await).await
+    }
+}

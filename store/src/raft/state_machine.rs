@@ -1,0 +1,328 @@
+//! The Raft state machine: applies committed entries to the MVCC store and persists what changed
+//! in the same engine batch as the applied log id, membership and revisions, so they can never
+//! disagree after a crash. Snapshots are the store's retained history at the applied index.
+
+use super::types::*;
+use crate::codec;
+use crate::engine::{keys, Batch, EngineError, SharedEngine};
+use crate::ids::{LeaseId, Revision};
+use crate::mvcc::{Journal, Mvcc, StoredEvent};
+use crate::watch::{WatchConfig, WatchHub};
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, StorageIOError};
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+use std::sync::{Arc, RwLock};
+use tokio::sync::watch;
+
+const SNAPSHOT_BLOB: &str = "current.snap";
+
+/// The applied state, shared between the state machine (writer) and readers.
+pub struct SmState {
+    pub mvcc: Mvcc,
+    pub applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+/// Metadata persisted with every applied batch.
+#[derive(Serialize, Deserialize, Default)]
+struct SmMeta {
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    revision: Revision,
+    compacted: Revision,
+}
+
+/// The body of a snapshot: everything needed to rebuild the store at its index.
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    revision: Revision,
+    compacted: Revision,
+    leases: Vec<(LeaseId, i64)>,
+    events: Vec<StoredEvent>,
+}
+
+/// Shared, readable view of the applied state plus a signal of each applied batch.
+pub struct KvState {
+    pub state: RwLock<SmState>,
+    applied_tx: watch::Sender<Revision>,
+    /// The member's watchers; fed every applied batch while `state` is still write-locked.
+    pub watch: WatchHub,
+}
+
+impl KvState {
+    /// Notified with the store revision after every applied batch.
+    pub fn subscribe(&self) -> watch::Receiver<Revision> {
+        self.applied_tx.subscribe()
+    }
+
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, SmState> {
+        self.state.read().expect("state lock poisoned")
+    }
+}
+
+fn io_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::new(ErrorSubject::StateMachine, verb, openraft::AnyError::error(e.to_string())).into()
+}
+
+pub struct StateMachine {
+    shared: Arc<KvState>,
+    engine: SharedEngine,
+}
+
+impl StateMachine {
+    /// Loads the persisted state (or, if the last snapshot is newer than it, the snapshot).
+    pub fn open(engine: SharedEngine) -> Result<StateMachine, EngineError> {
+        let mut state = load(&engine)?;
+        if let Some((meta, data)) = read_snapshot_blob(&engine)? {
+            if meta.last_log_id > state.applied {
+                let body: SnapshotBody =
+                    codec::open(&data).map_err(|e| EngineError::corrupt(SNAPSHOT_BLOB.as_bytes(), e))?;
+                persist_snapshot(&engine, &meta, &body)?;
+                state = state_of(&meta, body);
+            }
+        }
+        let (applied_tx, _) = watch::channel(state.mvcc.revision());
+        let hub = WatchHub::new(state.mvcc.revision(), WatchConfig::default());
+        Ok(StateMachine { shared: Arc::new(KvState { state: RwLock::new(state), applied_tx, watch: hub }), engine })
+    }
+
+    pub fn shared(&self) -> Arc<KvState> {
+        self.shared.clone()
+    }
+}
+
+fn load(engine: &SharedEngine) -> Result<SmState, EngineError> {
+    let meta: SmMeta = match engine.get(keys::STATE_MACHINE)? {
+        Some(bytes) => codec::open(&bytes).map_err(|e| EngineError::corrupt(keys::STATE_MACHINE, e))?,
+        None => SmMeta { revision: Revision::INITIAL, ..SmMeta::default() },
+    };
+    let (start, end) = keys::all(keys::EVENT);
+    let mut events = Vec::new();
+    for item in engine.scan(&start, &end) {
+        let (key, value) = item?;
+        events.push(codec::open::<StoredEvent>(&value).map_err(|e| EngineError::corrupt(&key, e))?);
+    }
+    let (start, end) = keys::all(keys::LEASE);
+    let mut leases = Vec::new();
+    for item in engine.scan(&start, &end) {
+        let (key, value) = item?;
+        leases.push(codec::open::<(LeaseId, i64)>(&value).map_err(|e| EngineError::corrupt(&key, e))?);
+    }
+    Ok(SmState {
+        mvcc: Mvcc::restore(events, leases, meta.revision, meta.compacted),
+        applied: meta.applied,
+        membership: meta.membership,
+    })
+}
+
+fn meta_record(state: &SmState) -> Result<Vec<u8>, EngineError> {
+    let meta = SmMeta {
+        applied: state.applied,
+        membership: state.membership.clone(),
+        revision: state.mvcc.revision(),
+        compacted: state.mvcc.compacted(),
+    };
+    codec::seal(&meta).map_err(|e| EngineError::Io(e.to_string()))
+}
+
+fn seal<T: Serialize>(value: &T) -> Result<Vec<u8>, EngineError> {
+    codec::seal(value).map_err(|e| EngineError::Io(e.to_string()))
+}
+
+/// The writes that persist one batch's journal.
+fn journal_batch(journal: &Journal, batch: &mut Batch) -> Result<(), EngineError> {
+    for e in &journal.events {
+        batch.put(keys::event(e.event.kv.mod_revision, e.sub), seal(e)?);
+    }
+    for (rev, sub) in &journal.forgotten {
+        batch.delete(keys::event(*rev, *sub));
+    }
+    for (id, ttl) in &journal.leases_granted {
+        batch.put(keys::lease(*id), seal(&(*id, *ttl))?);
+    }
+    for id in &journal.leases_revoked {
+        batch.delete(keys::lease(*id));
+    }
+    Ok(())
+}
+
+fn state_of(meta: &SnapshotMeta, body: SnapshotBody) -> SmState {
+    SmState {
+        mvcc: Mvcc::restore(body.events, body.leases, body.revision, body.compacted),
+        applied: meta.last_log_id,
+        membership: meta.last_membership.clone(),
+    }
+}
+
+/// Replaces the persisted state machine by a snapshot's content, atomically.
+fn persist_snapshot(engine: &SharedEngine, meta: &SnapshotMeta, body: &SnapshotBody) -> Result<(), EngineError> {
+    let mut batch = Batch::default();
+    for prefix in [keys::EVENT, keys::LEASE] {
+        let (start, end) = keys::all(prefix);
+        for item in engine.scan(&start, &end) {
+            batch.delete(item?.0);
+        }
+    }
+    for e in &body.events {
+        batch.put(keys::event(e.event.kv.mod_revision, e.sub), seal(e)?);
+    }
+    for lease in &body.leases {
+        batch.put(keys::lease(lease.0), seal(lease)?);
+    }
+    let sm_meta = SmMeta {
+        applied: meta.last_log_id,
+        membership: meta.last_membership.clone(),
+        revision: body.revision,
+        compacted: body.compacted,
+    };
+    batch.put(keys::STATE_MACHINE.to_vec(), seal(&sm_meta)?);
+    engine.write(batch)?;
+    engine.sync()
+}
+
+fn read_snapshot_blob(engine: &SharedEngine) -> Result<Option<(SnapshotMeta, Vec<u8>)>, EngineError> {
+    match engine.read_blob(SNAPSHOT_BLOB)? {
+        Some(bytes) => codec::open(&bytes).map(Some).map_err(|e| EngineError::corrupt(SNAPSHOT_BLOB.as_bytes(), e)),
+        None => Ok(None),
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let state = self.shared.read();
+        Ok((state.applied, state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ProposalResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut responses = Vec::new();
+        let mut batch = Batch::default();
+        let revision = {
+            let mut state = self.shared.state.write().expect("state lock poisoned");
+            for entry in entries {
+                let log_id = *entry.get_log_id();
+                state.applied = Some(log_id);
+                let result = match entry.payload {
+                    EntryPayload::Blank => ProposalResult::default(),
+                    EntryPayload::Normal(proposal) => {
+                        ProposalResult { results: proposal.commands.iter().map(|c| state.mvcc.apply(c)).collect() }
+                    }
+                    EntryPayload::Membership(m) => {
+                        state.membership = StoredMembership::new(Some(log_id), m);
+                        ProposalResult::default()
+                    }
+                };
+                responses.push(result);
+            }
+            let journal = state.mvcc.take_journal();
+            journal_batch(&journal, &mut batch).map_err(|e| io_err(ErrorVerb::Write, e))?;
+            batch.put(keys::STATE_MACHINE.to_vec(), meta_record(&state).map_err(|e| io_err(ErrorVerb::Write, e))?);
+            // Persist while holding the lock so persisted order equals applied order.
+            self.engine.write(batch).map_err(|e| io_err(ErrorVerb::Write, e))?;
+            // Watchers see a batch only once it is durable, and before the lock is released, so
+            // that any reader of the state finds the watch hub at the same revision.
+            let events = journal.events.into_iter().map(|e| e.event).collect();
+            self.shared.watch.publish(state.mvcc.revision(), events);
+            state.mvcc.revision()
+        };
+        self.shared.applied_tx.send_replace(revision);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { shared: self.shared.clone(), engine: self.engine.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let body: SnapshotBody = codec::open(&data).map_err(|e| io_err(ErrorVerb::Read, e))?;
+        tracing::info!(snapshot = %meta.snapshot_id, revision = %body.revision, bytes = data.len(), "installing snapshot");
+        persist_snapshot(&self.engine, meta, &body).map_err(|e| io_err(ErrorVerb::Write, e))?;
+        let blob = codec::seal(&(meta, &data)).map_err(|e| io_err(ErrorVerb::Write, e))?;
+        self.engine.write_blob(SNAPSHOT_BLOB, &blob).map_err(|e| io_err(ErrorVerb::Write, e))?;
+        let revision = {
+            let mut state = self.shared.state.write().expect("state lock poisoned");
+            *state = state_of(meta, body);
+            // The batches the snapshot covers were never published: watchers continue from its
+            // history (or are canceled where that history is compacted).
+            self.shared.watch.restore(state.mvcc.revision());
+            state.mvcc.revision()
+        };
+        self.shared.applied_tx.send_replace(revision);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let found = read_snapshot_blob(&self.engine).map_err(|e| io_err(ErrorVerb::Read, e))?;
+        Ok(found.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}
+
+/// The snapshot body of the applied state (what a Raft snapshot carries besides its metadata):
+/// the payload of a backup streamed by `Maintenance.Snapshot`.
+pub(crate) fn backup_data(state: &SmState) -> Result<Vec<u8>, codec::CodecError> {
+    codec::seal(&SnapshotBody {
+        revision: state.mvcc.revision(),
+        compacted: state.mvcc.compacted(),
+        leases: state.mvcc.leases().iter().map(|(id, l)| (*id, l.ttl)).collect(),
+        events: state.mvcc.stored_events(),
+    })
+}
+
+/// Seeds a fresh engine with a backup payload as its current snapshot, with `meta`;
+/// [`StateMachine::open`] then installs it (it is newer than the empty state). Returns the
+/// revision the backup holds. Used by `berth snapshot restore`.
+pub(crate) fn seed_from_backup(
+    engine: &SharedEngine,
+    meta: &SnapshotMeta,
+    data: &[u8],
+) -> Result<Revision, EngineError> {
+    let body: SnapshotBody = codec::open(data).map_err(|e| EngineError::corrupt(b"backup payload", e))?;
+    engine.write_blob(SNAPSHOT_BLOB, &seal(&(meta, data))?)?;
+    Ok(body.revision)
+}
+
+pub struct SnapshotBuilder {
+    shared: Arc<KvState>,
+    engine: SharedEngine,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        // The read lock gives a consistent view; apply waits only while the history is copied.
+        let (meta, body) = {
+            let state = self.shared.read();
+            let id = match state.applied {
+                Some(log_id) => format!("{}-{}", log_id.leader_id.term, log_id.index),
+                None => "empty".to_string(),
+            };
+            let meta =
+                SnapshotMeta { last_log_id: state.applied, last_membership: state.membership.clone(), snapshot_id: id };
+            let body = SnapshotBody {
+                revision: state.mvcc.revision(),
+                compacted: state.mvcc.compacted(),
+                leases: state.mvcc.leases().iter().map(|(id, l)| (*id, l.ttl)).collect(),
+                events: state.mvcc.stored_events(),
+            };
+            (meta, body)
+        };
+        let data = codec::seal(&body).map_err(|e| io_err(ErrorVerb::Write, e))?;
+        let blob = codec::seal(&(&meta, &data)).map_err(|e| io_err(ErrorVerb::Write, e))?;
+        self.engine.write_blob(SNAPSHOT_BLOB, &blob).map_err(|e| io_err(ErrorVerb::Write, e))?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}

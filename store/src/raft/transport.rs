@@ -1,0 +1,75 @@
+//! The server side of the peer transport: hands openraft's RPCs to the local Raft node, and runs
+//! proposals and read-index requests that followers forward to this member while it leads.
+
+use super::network::{decode, encode, ForwardError, ProposeReply, ReadIndexReply};
+use super::types::*;
+use crate::member::Member;
+use berth_proto::berthraftpb::raft_transport_server::{RaftTransport, RaftTransportServer};
+use berth_proto::berthraftpb::Payload;
+use openraft::error::{ClientWriteError, RaftError};
+use tonic::{Request, Response, Status};
+
+pub struct PeerService {
+    raft: Raft,
+    member: Member,
+}
+
+pub fn peer_server(member: Member) -> RaftTransportServer<PeerService> {
+    RaftTransportServer::new(PeerService { raft: member.raft().clone(), member })
+        .max_decoding_message_size(super::network::MAX_PEER_MESSAGE)
+        .max_encoding_message_size(super::network::MAX_PEER_MESSAGE)
+}
+
+/// Maps openraft's answer to a forwarded call onto what the forwarding member must know.
+fn forward_error<E: std::fmt::Display>(e: RaftError<u64, E>, not_leader: impl Fn(&E) -> bool) -> ForwardError {
+    match e {
+        RaftError::APIError(api) if not_leader(&api) => ForwardError::NotLeader,
+        RaftError::APIError(api) => ForwardError::Failed(api.to_string()),
+        RaftError::Fatal(_) => ForwardError::Stopped,
+    }
+}
+
+#[tonic::async_trait]
+impl RaftTransport for PeerService {
+    async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc = decode(req.into_inner())?;
+        Ok(Response::new(encode(&self.raft.append_entries(rpc).await)?))
+    }
+
+    async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc = decode(req.into_inner())?;
+        Ok(Response::new(encode(&self.raft.vote(rpc).await)?))
+    }
+
+    async fn install_snapshot(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc = decode(req.into_inner())?;
+        Ok(Response::new(encode(&self.raft.install_snapshot(rpc).await)?))
+    }
+
+    async fn propose(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let proposal: Proposal = decode(req.into_inner())?;
+        let reply: ProposeReply = match self.raft.client_write(proposal).await {
+            Ok(written) => Ok((written.log_id.index, written.data)),
+            Err(e) => Err(forward_error(e, |api| matches!(api, ClientWriteError::ForwardToLeader(_)))),
+        };
+        Ok(Response::new(encode(&reply)?))
+    }
+
+    async fn read_index(&self, _req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let reply: ReadIndexReply = match self.raft.ensure_linearizable().await {
+            Ok(read_log_id) => Ok(read_log_id.map_or(0, |id| id.index)),
+            Err(e) => {
+                Err(forward_error(e, |api| matches!(api, openraft::error::CheckIsLeaderError::ForwardToLeader(_))))
+            }
+        };
+        Ok(Response::new(encode(&reply)?))
+    }
+
+    async fn lease(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        Ok(Response::new(crate::lease::handle_peer(&self.member, req.into_inner()).await?))
+    }
+
+    async fn admin(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        Ok(Response::new(crate::cluster::handle_peer(&self.member, req.into_inner()).await?))
+    }
+}

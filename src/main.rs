@@ -204,6 +204,23 @@ fn termination() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// The error and its causes on one line. Many of our error types already spell their source out
+/// in their own message (so that they read well when logged alone); a cause whose text is
+/// already part of the line is skipped instead of being repeated.
+fn describe(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -231,7 +248,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("berth: error: {e:#}");
+            eprintln!("berth: error: {}", describe(&e));
             std::process::ExitCode::FAILURE
         }
     }

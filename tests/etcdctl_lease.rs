@@ -9,7 +9,6 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader};
 use std::process::Child;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -55,16 +54,7 @@ struct Running {
 impl Running {
     fn spawn(endpoints: &str, args: &[&str]) -> Running {
         let mut child = etcdctl_command(endpoints, args).spawn().expect("spawn etcdctl");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = lines_of(child.stdout.take().expect("piped stdout"));
         Running { child, lines }
     }
 

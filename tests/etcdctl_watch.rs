@@ -9,9 +9,9 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, ChildStdin, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 /// How long one expected line may take: covers a loaded CI machine.
@@ -30,17 +30,7 @@ impl Watching {
         let mut cmd = etcdctl_command(endpoints, args);
         cmd.stdin(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn etcdctl {args:?}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        // Ends by itself when etcdctl exits and its stdout closes.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = lines_of(child.stdout.take().expect("piped stdout"));
         let stdin = child.stdin.take();
         Watching { child, stdin, lines, what: format!("etcdctl {args:?}") }
     }

@@ -1,6 +1,7 @@
 //! The Kubernetes API of `berth server` driven by the `kube` crate (the Rust client most
 //! controllers use): CRUD, optimistic concurrency, every patch type, server-side apply
-//! conflicts, pagination, selectors, watches from a resourceVersion and after compaction.
+//! conflicts, pagination, selectors, watches from a resourceVersion and after compaction,
+//! deletion propagation through ownerReferences, cluster IP allocation, content negotiation.
 //!
 //! Each test starts a one-member cluster (the API is the same on every replica; the
 //! three-replica behaviour is covered by `kubectl.rs`) and works in its own namespace.
@@ -10,8 +11,8 @@ mod common;
 use berth_proto::etcdserverpb::{kv_client::KvClient, CompactionRequest};
 use common::*;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::Client;
 use serde_json::json;
@@ -278,4 +279,76 @@ fn encode_old_continue(rv: &str) -> String {
     let token =
         json!({"v": "meta.k8s.io/v1", "rv": rv.parse::<i64>().unwrap(), "start": "/registry/configmaps/lists/cm-5"});
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
+}
+
+/// A ReplicaSet owned by `owner` (a Deployment), as the deployment controller writes them.
+fn replica_set(name: &str, owner: &Deployment) -> ReplicaSet {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "ownerReferences": [{
+            "apiVersion": "apps/v1", "kind": "Deployment", "name": owner.metadata.name, "uid": owner.metadata.uid,
+            "controller": true, "blockOwnerDeletion": true}]},
+        "spec": {"selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
+    }))
+    .unwrap()
+}
+
+#[test]
+fn deletion_propagation_cluster_ips_and_negotiation() {
+    let cluster = start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = client(&cluster);
+        namespace(&client, "gc").await;
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), "gc");
+        let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "gc");
+        let pp = PostParams::default();
+
+        // Orphan: the ReplicaSet stays, without its owner.
+        let d = deployments.create(&pp, &deployment("web", 1)).await.unwrap();
+        replica_sets.create(&pp, &replica_set("web-1", &d)).await.unwrap();
+        deployments.delete("web", &DeleteParams::orphan()).await.unwrap();
+        assert_eq!(api_error(deployments.get("web").await.unwrap_err()).code, 404);
+        let rs = replica_sets.get("web-1").await.unwrap();
+        assert!(rs.metadata.owner_references.is_none(), "{:?}", rs.metadata);
+        replica_sets.delete("web-1", &DeleteParams::default()).await.unwrap();
+
+        // Foreground and background: the ReplicaSet goes with its owner.
+        for params in [DeleteParams::foreground(), DeleteParams::background()] {
+            let d = deployments.create(&pp, &deployment("web", 1)).await.unwrap();
+            replica_sets.create(&pp, &replica_set("web-1", &d)).await.unwrap();
+            deployments.delete("web", &params).await.unwrap();
+            assert_eq!(api_error(replica_sets.get("web-1").await.unwrap_err()).code, 404, "{params:?}");
+            assert_eq!(api_error(deployments.get("web").await.unwrap_err()).code, 404);
+        }
+
+        // A cluster IP is held by one Service at a time.
+        let services: Api<Service> = Api::namespaced(client.clone(), "gc");
+        let service = |name: &str, ip: Option<&str>| -> Service {
+            serde_json::from_value(
+                json!({"metadata": {"name": name}, "spec": {"clusterIP": ip, "ports": [{"port": 80}]}}),
+            )
+            .unwrap()
+        };
+        let a = services.create(&pp, &service("a", None)).await.unwrap();
+        let ip = a.spec.unwrap().cluster_ip.unwrap();
+        let err = api_error(services.create(&pp, &service("b", Some(&ip))).await.unwrap_err());
+        assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+        assert!(err.message.ends_with("provided IP is already allocated"), "{}", err.message);
+        services.delete("a", &DeleteParams::default()).await.unwrap();
+        let b = services.create(&pp, &service("b", Some(&ip))).await.unwrap();
+        assert_eq!(b.spec.unwrap().cluster_ip, Some(ip), "released with the Service that held it");
+    });
+
+    // A client that takes protobuf answers only is told so (every answer is JSON).
+    let addr = cluster.api_url(0).trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    let request = format!(
+        "GET /api/v1/namespaces/gc/services HTTP/1.1\r\nHost: {addr}\r\nAccept: application/vnd.kubernetes.protobuf\r\nConnection: close\r\n\r\n"
+    );
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 406"), "{response}");
+    assert!(response.contains("\"reason\":\"NotAcceptable\""), "{response}");
 }

@@ -179,6 +179,12 @@ pub fn service(object: &Value) -> Vec<Cause> {
             });
         }
     }
+    // Berth's services are IPv4 single-stack; the address itself is allocated on create.
+    if let Some(ip) = str_at(object, "/spec/clusterIP").filter(|ip| !ip.is_empty() && *ip != "None") {
+        if ip.parse::<std::net::Ipv4Addr>().is_err() {
+            causes.push(Cause::invalid("spec.clusterIPs[0]", ip, "must be a valid IPv4 address, (e.g. 10.9.8.7)"));
+        }
+    }
     if kind == "ExternalName" && str_at(object, "/spec/externalName").unwrap_or("").is_empty() {
         causes.push(Cause::required("spec.externalName"));
     }

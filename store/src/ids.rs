@@ -44,6 +44,15 @@ impl fmt::Display for MemberId {
     }
 }
 
+/// One leader's tenure: a Raft term and the member that leads it (what openraft stamps on every
+/// entry that leader appends). It fences decisions only a leader may make, such as expiring a
+/// lease: see [`crate::lease::fence`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Leadership {
+    pub term: u64,
+    pub leader: MemberId,
+}
+
 /// 64-bit FNV-1a: a stable hash (unlike std's `DefaultHasher`, whose output may change between
 /// Rust releases) used to derive member and cluster ids from names and URLs.
 pub fn stable_hash(parts: &[&[u8]]) -> u64 {

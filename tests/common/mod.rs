@@ -50,13 +50,45 @@ const LOG_TAIL_LINES: usize = 80;
 
 /// Returns `n` distinct free loopback ports.
 ///
-/// All listeners are held until every port is chosen, so the `n` ports are distinct. The ports
-/// are released before the servers bind them, so another process could grab one in between;
-/// the kernel hands out ephemeral ports round-robin, which makes that rare enough for tests.
+/// The ports come from below the kernel's ephemeral range (`ip_local_port_range`). A port the
+/// kernel handed out for `127.0.0.1:0` is released before the server binds it, and in that gap
+/// any outgoing connection on the machine (tests open thousands) may take it as its local port;
+/// ports outside the ephemeral range are never chosen that way. Each test process starts at an
+/// offset derived from its pid and walks forward, so parallel test binaries rarely probe the
+/// same ports, and every candidate is checked by binding it. All listeners are held until every
+/// port is chosen, so the `n` ports are distinct.
 pub fn pick_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> =
-        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port")).collect();
+    const LOWEST: u32 = 10_000;
+    static NEXT: AtomicUsize = AtomicUsize::new(usize::MAX);
+    let ceiling = ephemeral_range_start().max(LOWEST + 1_000);
+    let span = ceiling - LOWEST;
+    // First use in this process: start at a pid-derived offset.
+    let _ = NEXT.compare_exchange(
+        usize::MAX,
+        (std::process::id() as usize * 7_919) % span as usize,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    let mut listeners = Vec::with_capacity(n);
+    let mut attempts = 0;
+    while listeners.len() < n {
+        attempts += 1;
+        assert!(attempts <= span, "no free loopback port below {ceiling}");
+        let port = LOWEST + (NEXT.fetch_add(1, Ordering::Relaxed) % span as usize) as u32;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            listeners.push(listener);
+        }
+    }
     listeners.iter().map(|l| l.local_addr().expect("local_addr of a bound listener").port()).collect()
+}
+
+/// The first port of the kernel's ephemeral range (32768 on Linux unless configured).
+fn ephemeral_range_start() -> u32 {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+        .min(u32::from(u16::MAX))
 }
 
 /// Calls `f` every few milliseconds until it returns `Some`, and returns that value; panics
@@ -468,33 +500,42 @@ fn find_on_path(program: &str) -> Option<PathBuf> {
 /// The timeouts are pinned so a hung server fails the command instead of hanging the test;
 /// 10 s of command timeout covers a leader election on a loaded machine.
 pub fn run_etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new("etcdctl");
-    // etcdctl reads every flag from an ETCDCTL_* variable too and refuses a flag that is also
-    // set in the environment, so a developer's own settings must not leak in.
-    for (key, _) in env::vars_os() {
-        if key.to_string_lossy().starts_with("ETCDCTL_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoints}"))
-        .arg("--dial-timeout=3s")
-        .arg("--command-timeout=10s")
-        .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn etcdctl: {e}"));
+    run_with_input(etcdctl_command(endpoints, args), stdin)
+}
+
+/// Runs `cmd` to completion, feeding it `stdin` (if given; else its stdin is closed), and
+/// returns its output.
+fn run_with_input(mut cmd: Command, stdin: Option<&str>) -> Output {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {program}: {e}"));
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("piped stdin");
-        // Written from a thread so that a large input can never deadlock against etcdctl
-        // filling its stdout pipe; dropping the pipe closes etcdctl's stdin.
+        // Written from a thread so that a large input can never deadlock against the child
+        // filling its stdout pipe; dropping the pipe closes the child's stdin.
         let input = input.to_owned();
         std::thread::spawn(move || {
             let _ = pipe.write_all(input.as_bytes());
         });
     }
-    child.wait_with_output().expect("wait for etcdctl")
+    child.wait_with_output().unwrap_or_else(|e| panic!("wait for {program}: {e}"))
+}
+
+/// The lines a child writes to `stdout`, as they come, on a channel: a thread reads them, so a
+/// test can wait for the next line with a deadline (`recv_timeout`). The channel disconnects
+/// when the child closes its stdout (normally: when it exits).
+pub fn lines_of(stdout: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
 }
 
 /// Runs an etcdctl command until it succeeds (exit status 0), for at most `deadline`, and
@@ -551,6 +592,8 @@ pub fn describe(out: &Output) -> String {
 /// null; stdout and stderr are piped.
 pub fn etcdctl_command(endpoints: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new("etcdctl");
+    // etcdctl reads every flag from an ETCDCTL_* variable too and refuses a flag that is also
+    // set in the environment, so a developer's own settings must not leak in.
     for (key, _) in env::vars_os() {
         if key.to_string_lossy().starts_with("ETCDCTL_") {
             cmd.env_remove(key);
@@ -590,6 +633,12 @@ pub fn run_kubectl(
     stdin: Option<&str>,
     envs: &[(&str, &str)],
 ) -> Output {
+    run_with_input(kubectl_command(home, kubeconfig, args, envs), stdin)
+}
+
+/// The `kubectl` command [`run_kubectl`] runs, not started: for a test that needs the process
+/// itself (a watch it reads while it runs). Output is piped, stdin is closed.
+pub fn kubectl_command(home: &Path, kubeconfig: &Path, args: &[&str], envs: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new("kubectl");
     for (key, _) in env::vars_os() {
         if key.to_string_lossy().starts_with("KUBE") {
@@ -605,18 +654,10 @@ pub fn run_kubectl(
         .arg("--request-timeout=20s")
         .args(args)
         .envs(envs.iter().copied())
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn kubectl: {e}"));
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().expect("piped stdin");
-        let input = input.to_owned();
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(input.as_bytes());
-        });
-    }
-    child.wait_with_output().expect("wait for kubectl")
+    cmd
 }
 
 /// Waits until member `i`'s Kubernetes API serves the bootstrap namespace `default` (it has

@@ -5,18 +5,25 @@
 //! and with it every task, when the host crashes. What a crash must not lose lives in the
 //! [`MemberSlot`] outside the host: the engine (whose unsynced writes the harness drops on a
 //! crash), the lease clock's skew and the boot counter.
+//!
+//! Besides the initial members, a run with membership changes has *spare* slots: hosts that
+//! exist from the start but run nothing until the harness admits them (once the cluster has
+//! committed a `MemberAdd` of their peer URL). A spare then starts as `berth server
+//! --initial-cluster-state existing` does: on an empty engine, never bootstrapping, with a
+//! member id derived from its own peer URL (so a member added back is a new member).
 
 use super::net::{self, CLIENT_PORT, PEER_PORT};
 use berth_store::engine::{MemoryEngine, SharedEngine};
 use berth_store::grpc::client_routes;
 use berth_store::lease::LeaseClock;
-use berth_store::member::{ClusterState, Durability, Identity, Member, MemberConfig, Parts, RaftTiming, ReadMode};
+use berth_store::member::{member_id_of, ClusterState, Identity, Member, MemberConfig, Parts, RaftTiming, ReadMode};
 use berth_store::raft::network::PeerNetwork;
 use berth_store::raft::transport::peer_server;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -65,27 +72,54 @@ pub struct MemberSpec {
     pub timing: RaftTiming,
 }
 
-/// The specs of an initial cluster of `members`.
-pub fn cluster_specs(members: usize, snapshots: SnapshotKnobs) -> Vec<MemberSpec> {
-    let peer_url = |i: usize| format!("http://{}:{PEER_PORT}", host_name(i));
+/// The peer URL of member `index`.
+pub fn peer_url(index: usize) -> String {
+    format!("http://{}:{PEER_PORT}", host_name(index))
+}
+
+/// The specs of an initial cluster of `members`, followed by `spares` members that may be added
+/// to it later (`m{members + 1}`, ...).
+pub fn cluster_specs(members: usize, spares: usize, snapshots: SnapshotKnobs) -> Vec<MemberSpec> {
     let initial: Vec<(String, String)> = (0..members).map(|i| (host_name(i), peer_url(i))).collect();
-    (0..members)
+    let config = |index: usize| {
+        let host = host_name(index);
+        let joins = index >= members;
+        // A joining member is started with the members so far plus itself, as etcd's
+        // `member add` prints them.
+        let mut initial_cluster = initial.clone();
+        if joins {
+            initial_cluster.push((host.clone(), peer_url(index)));
+        }
+        MemberConfig {
+            name: host.clone(),
+            // Never touched: the engine is injected.
+            data_dir: PathBuf::from(format!("/sim/{host}")),
+            advertise_client_urls: vec![format!("http://{host}:{CLIENT_PORT}")],
+            initial_advertise_peer_urls: vec![peer_url(index)],
+            initial_cluster,
+            initial_cluster_state: if joins { ClusterState::Existing } else { ClusterState::New },
+            initial_cluster_token: TOKEN.to_string(),
+            snapshot_count: snapshots.snapshot_count,
+            snapshot_catchup_entries: snapshots.catchup_entries,
+        }
+    };
+    let founding = Identity::of_new_cluster(&config(0)).expect("a generated cluster is consistent");
+    (0..members + spares)
         .map(|index| {
-            let host = host_name(index);
-            let config = MemberConfig {
-                name: host.clone(),
-                // Never touched: the engine is injected.
-                data_dir: PathBuf::from(format!("/sim/{host}")),
-                advertise_client_urls: vec![format!("http://{host}:{CLIENT_PORT}")],
-                initial_advertise_peer_urls: vec![peer_url(index)],
-                initial_cluster: initial.clone(),
-                initial_cluster_state: ClusterState::New,
-                initial_cluster_token: TOKEN.to_string(),
-                snapshot_count: snapshots.snapshot_count,
-                snapshot_catchup_entries: snapshots.catchup_entries,
+            let config = config(index);
+            let identity = if index < members {
+                Identity::of_new_cluster(&config).expect("a generated cluster is consistent")
+            } else {
+                // What a joining `berth server` learns from the cluster it joins (its id) and
+                // derives from its own flags (its member id), written to its fresh data dir.
+                Identity {
+                    name: config.name.clone(),
+                    member_id: member_id_of(&config.initial_advertise_peer_urls, TOKEN).0,
+                    cluster_id: founding.cluster_id,
+                    token: TOKEN.to_string(),
+                }
             };
-            let identity = Identity::of_new_cluster(&config).expect("a generated cluster is consistent");
-            MemberSpec { index, host, config, identity, timing: timing(index) }
+            MemberSpec { index, host: config.name.clone(), config, identity, timing: timing(index) }
         })
         .collect()
 }
@@ -126,10 +160,13 @@ pub struct MemberSlot {
     /// that nothing outside the host keeps the dead member's handles alive.
     pub running: Mutex<Option<Member>>,
     pub read_mode: ReadMode,
+    /// Whether the host may run its member: from the start for an initial member, once the
+    /// cluster added it for a spare.
+    admitted: watch::Sender<bool>,
 }
 
 impl MemberSlot {
-    pub fn new(spec: MemberSpec, read_mode: ReadMode) -> Arc<MemberSlot> {
+    pub fn new(spec: MemberSpec, read_mode: ReadMode, admitted: bool) -> Arc<MemberSlot> {
         Arc::new(MemberSlot {
             spec,
             engine: Arc::new(MemoryEngine::new()),
@@ -137,7 +174,18 @@ impl MemberSlot {
             boots: AtomicU64::new(0),
             running: Mutex::new(None),
             read_mode,
+            admitted: watch::channel(admitted).0,
         })
+    }
+
+    /// Lets the host start its member (a spare the cluster just added); returns whether it was
+    /// not admitted before.
+    pub fn admit(&self) -> bool {
+        !self.admitted.send_replace(true)
+    }
+
+    pub fn is_admitted(&self) -> bool {
+        *self.admitted.borrow()
     }
 
     /// The running member, if it serves.
@@ -154,12 +202,16 @@ impl MemberSlot {
 /// The host software of a member: start the store on the slot's engine, serve the peer
 /// transport, join or form the cluster, serve the etcd API, run until removed.
 pub async fn run_member(slot: Arc<MemberSlot>) -> turmoil::Result {
+    // A spare waits, bound to nothing (a peer dialing it is refused), until it is added.
+    let mut admitted = slot.admitted.subscribe();
+    if admitted.wait_for(|a| *a).await.is_err() {
+        return Ok(());
+    }
     slot.boots.fetch_add(1, Ordering::Relaxed);
     let spec = &slot.spec;
     let engine: SharedEngine = slot.engine.clone();
     let parts = Parts {
         engine,
-        durability: Durability::Inline,
         network: PeerNetwork::with_connector(Arc::new(net::peer_channel)),
         lease_clock: Arc::new(SkewedClock { skew_ms: slot.skew_ms.clone() }),
         timing: spec.timing,

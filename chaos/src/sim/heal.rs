@@ -1,12 +1,18 @@
 //! The heal phase's client: once every fault is removed, the cluster must converge within a
-//! bound — every member answering, all naming the same leader and term, exactly one of them
-//! that leader, all at the same revision with the same `HashKV` — and then serve a fresh write
-//! that every member reads back (liveness).
+//! bound — every member the cluster lists answering, all naming the same leader and term,
+//! exactly one of them that leader, all at the same revision with the same `HashKV` — and then
+//! serve a fresh write that every member reads back (liveness).
+//!
+//! Which members: those of the final membership, as the cluster itself lists them (a
+//! linearizable `MemberList`), once no membership change is in progress. A member it lists must
+//! have started and answer as the member it is listed as; a member that was removed is not
+//! asked.
 
 use crate::history::Tick;
 use crate::sim::client::{with_deadline, Cluster};
 use crate::sim::record::Shared;
 use berth_proto::etcdserverpb as pb;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +35,8 @@ pub struct HealClient {
     pub heal_at: Tick,
     /// Convergence and liveness must both be shown by this tick.
     pub deadline: Tick,
+    /// Membership changes queued or in progress (the final membership is known once none is).
+    pub membership_pending: Arc<AtomicUsize>,
 }
 
 impl HealClient {
@@ -37,22 +45,19 @@ impl HealClient {
             tokio::time::sleep(POLL).await;
         }
         let mut detail = String::from("no member answered yet");
-        let mut converged_at = None;
-        while converged_at.is_none() && shared.now() < self.deadline {
-            match self.views().await {
-                Ok(views) => match disagreement(&views) {
-                    None => converged_at = Some(shared.now()),
-                    Some(why) => detail = why,
-                },
-                Err(why) => detail = why,
-            }
-            if converged_at.is_none() {
-                tokio::time::sleep(POLL).await;
+        let mut converged = None;
+        while converged.is_none() && shared.now() < self.deadline {
+            match self.converged().await {
+                Ok(members) => converged = Some((shared.now(), members)),
+                Err(why) => {
+                    detail = why;
+                    tokio::time::sleep(POLL).await;
+                }
             }
         }
         let mut live_at = None;
-        if converged_at.is_some() {
-            match self.liveness(&shared).await {
+        if let Some((_, members)) = &converged {
+            match self.liveness(members, &shared).await {
                 Ok(()) => {
                     live_at = Some(shared.now());
                     detail.clear();
@@ -60,13 +65,50 @@ impl HealClient {
                 Err(why) => detail = why,
             }
         }
+        let converged_at = converged.map(|(at, _)| at);
         shared.lock().heal = crate::sim::record::HealOutcome { converged_at, live_at, detail };
         shared.set_healed();
     }
 
-    async fn views(&mut self) -> Result<Vec<MemberView>, String> {
+    /// The final members (host indexes) if they have converged, or why not.
+    async fn converged(&mut self) -> Result<Vec<usize>, String> {
+        let listed = self.members().await?;
+        let views = self.views(&listed).await?;
+        for ((id, host), view) in listed.iter().zip(&views) {
+            if view.member_id != *id {
+                let host = self.cluster.host(*host);
+                return Err(format!("{host} answers as member {:x}, the cluster lists it as {id:x}", view.member_id));
+            }
+        }
+        match disagreement(&views) {
+            None => Ok(listed.into_iter().map(|(_, host)| host).collect()),
+            Some(why) => Err(why),
+        }
+    }
+
+    /// The members the cluster lists, as (member id, host index), asked through any current
+    /// member.
+    async fn members(&mut self) -> Result<Vec<(u64, usize)>, String> {
+        if self.membership_pending.load(Ordering::Relaxed) > 0 {
+            return Err("a membership change is still in progress".to_string());
+        }
+        let mut last = String::from("no current member");
+        for m in self.cluster.members() {
+            let list = pb::MemberListRequest { linearizable: true };
+            match with_deadline(DEADLINE, self.cluster.cluster(m).member_list(list)).await {
+                Ok(resp) => return listed(&resp.members, |host| self.cluster.index_of(host)),
+                Err(e) => {
+                    self.cluster.reset(m);
+                    last = format!("member list via {}: {e:?}", self.cluster.host(m));
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn views(&mut self, members: &[(u64, usize)]) -> Result<Vec<MemberView>, String> {
         let mut views = Vec::new();
-        for m in 0..self.cluster.len() {
+        for &(_, m) in members {
             let host = self.cluster.host(m).to_string();
             let status = with_deadline(DEADLINE, self.cluster.maintenance(m).status(pb::StatusRequest {})).await;
             let hash =
@@ -91,14 +133,14 @@ impl HealClient {
         Ok(views)
     }
 
-    /// A fresh write through any member that takes it, then read back through every member.
-    async fn liveness(&mut self, shared: &Shared) -> Result<(), String> {
+    /// A fresh write through any of `members` that takes it, then read back through each.
+    async fn liveness(&mut self, members: &[usize], shared: &Shared) -> Result<(), String> {
         let key = b"z/heal".to_vec();
         let value = format!("healed@{}", shared.now()).into_bytes();
         let mut last = String::new();
         let mut written = false;
         'write: while shared.now() < self.deadline {
-            for m in 0..self.cluster.len() {
+            for &m in members {
                 let put = pb::PutRequest { key: key.clone(), value: value.clone(), ..Default::default() };
                 match with_deadline(DEADLINE * 2, self.cluster.kv(m).put(put)).await {
                     Ok(_) => {
@@ -113,7 +155,7 @@ impl HealClient {
         if !written {
             return Err(format!("no write succeeded after the heal: {last}"));
         }
-        for m in 0..self.cluster.len() {
+        for &m in members {
             loop {
                 let get = pb::RangeRequest { key: key.clone(), ..Default::default() };
                 match with_deadline(DEADLINE * 2, self.cluster.kv(m).range(get)).await {
@@ -129,6 +171,27 @@ impl HealClient {
         }
         Ok(())
     }
+}
+
+/// The members of a `MemberList` answer as (member id, host index), the host found by
+/// `index_of` from the member's client URL (`http://HOST:PORT`); an error if one has not
+/// started (no client URL published yet) or is no known host.
+fn listed(members: &[pb::Member], index_of: impl Fn(&str) -> Option<usize>) -> Result<Vec<(u64, usize)>, String> {
+    let mut out = Vec::new();
+    for m in members {
+        let Some(url) = m.client_ur_ls.first() else {
+            return Err(format!("member {:x} has not started (no client URL published)", m.id));
+        };
+        let host = url.strip_prefix("http://").and_then(|rest| rest.split(':').next()).unwrap_or_default();
+        let index = index_of(host).ok_or_else(|| format!("member {:x} serves at {url}, no simulated host", m.id))?;
+        out.push((m.id, index));
+    }
+    if out.is_empty() {
+        return Err("the cluster lists no member".to_string());
+    }
+    // In host order, as the members are asked.
+    out.sort_by_key(|(_, index)| *index);
+    Ok(out)
 }
 
 /// Why the views do not show a converged cluster, if they do not.
@@ -170,5 +233,21 @@ mod tests {
         assert!(disagreement(&[view(1, 2, 9, 7), view(2, 1, 9, 7)]).is_some());
         assert!(disagreement(&[view(1, 0, 9, 7), view(2, 0, 9, 7)]).is_some());
         assert!(disagreement(&[view(1, 4, 9, 7), view(2, 4, 9, 7)]).is_some());
+    }
+
+    #[test]
+    fn the_listed_members_must_have_started_on_known_hosts() {
+        let member = |id: u64, url: &str| pb::Member {
+            id,
+            client_ur_ls: if url.is_empty() { vec![] } else { vec![url.to_string()] },
+            ..Default::default()
+        };
+        let hosts = ["m1", "m2", "m4"];
+        let index_of = |h: &str| hosts.iter().position(|x| *x == h);
+        let members = [member(40, "http://m4:2379"), member(10, "http://m1:2379")];
+        assert_eq!(listed(&members, index_of), Ok(vec![(10, 0), (40, 2)]));
+        assert!(listed(&[member(10, "http://m1:2379"), member(50, "")], index_of).is_err(), "unstarted");
+        assert!(listed(&[member(60, "http://m9:2379")], index_of).is_err(), "unknown host");
+        assert!(listed(&[], index_of).is_err());
     }
 }

@@ -24,16 +24,19 @@
 //!
 //! Module map: [`scenario`] (named scenarios, pure), [`nemesis`] (the schedule, pure),
 //! [`cluster`] (members as hosts), [`net`] (tonic over turmoil), [`client`] (the clients' view
-//! and wire conversions), [`workload`] (register, watch, lease), [`heal`] (convergence and
-//! liveness), [`record`] (what a run records), [`report`] (verdicts).
+//! and wire conversions), [`workload`] (register, watch, lease), [`membership`] (the client
+//! that changes the membership), [`roster`] (the committed membership as observed, pure),
+//! [`heal`] (convergence and liveness), [`record`] (what a run records), [`report`] (verdicts).
 
 pub mod client;
 pub mod cluster;
 pub mod heal;
+pub mod membership;
 pub mod nemesis;
 pub mod net;
 pub mod record;
 pub mod report;
+pub mod roster;
 pub mod scenario;
 pub mod workload;
 
@@ -46,14 +49,17 @@ use crate::lease_check::{check_leases, LeaseHistory, LeaseOptions};
 use crate::linearizability::{check_linearizability, check_revisions, LinearizabilityOptions, Verdict};
 use crate::watch_check::{check_watches, KeyRange, TrueHistory};
 use berth_store::member::ReadMode;
-use client::{Cluster, SimClock};
+use client::{Cluster, Directory, SimClock};
 use cluster::{MemberSlot, SnapshotKnobs};
-use nemesis::{Fault, FaultAction};
+use membership::MembershipClient;
+use nemesis::{Fault, FaultAction, MembershipStep};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use record::Shared;
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering;
+use roster::{Roster, RosterChange};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -89,6 +95,9 @@ const SAMPLE_EVERY: Tick = 5;
 const STUCK_SLACK_MS: Tick = 10_000;
 /// The simulated wall clock starts here (lease ids are seeded from it), the same every run.
 const EPOCH_SECS: u64 = 1_700_000_000;
+/// Most spare hosts a run with membership changes gets (each added member is a fresh one).
+/// Bounded because every member has an election window of its own, later ones longer.
+const MAX_SPARES: usize = 4;
 
 /// Runs one simulation and checks it. Deterministic: the same seed, scenario and options give
 /// the same report (wall-clock time aside), when run first in a fresh process (see above).
@@ -103,11 +112,16 @@ pub fn run(seed: u64, scenario: Scenario, options: &RunOptions) -> RunReport {
     let shared = Shared::new(clock.clone());
     let knobs =
         SnapshotKnobs { snapshot_count: params.snapshot_count, catchup_entries: params.snapshot_catchup_entries };
-    let slots: Vec<Arc<MemberSlot>> = cluster::cluster_specs(scenario.members, knobs)
+    let spares = nemesis::max_additions(&faults).min(MAX_SPARES);
+    let slots: Vec<Arc<MemberSlot>> = cluster::cluster_specs(scenario.members, spares, knobs)
         .into_iter()
-        .map(|spec| MemberSlot::new(spec, options.read_mode))
+        .map(|spec| {
+            let initial = spec.index < scenario.members;
+            MemberSlot::new(spec, options.read_mode, initial)
+        })
         .collect();
     let hosts: Vec<String> = slots.iter().map(|s| s.spec.host.clone()).collect();
+    let directory = Directory::new((0..scenario.members).collect());
 
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
@@ -122,17 +136,43 @@ pub fn run(seed: u64, scenario: Scenario, options: &RunOptions) -> RunReport {
         let slot = slot.clone();
         sim.host(slot.spec.host.clone(), move || cluster::run_member(slot.clone()));
     }
-    let client_hosts = spawn_clients(&mut sim, seed, &params, &hosts, &shared, heal_at, converge_by);
+    let pending = Arc::new(AtomicUsize::new(0));
+    let mut client_hosts =
+        spawn_clients(&mut sim, seed, &params, &hosts, &directory, &shared, &pending, heal_at, converge_by);
+    // Only runs with membership changes have the client that makes them (and spare hosts), so
+    // the other scenarios' simulations are what they were without it.
+    let requests = (spares > 0).then(|| {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = MembershipClient {
+            cluster: Cluster::new(hosts.clone(), directory.clone()),
+            requests: rx,
+            pending: pending.clone(),
+        };
+        let s = shared.clone();
+        sim.client("membership", async move {
+            client.run(s).await;
+            Ok(())
+        });
+        client_hosts.push("membership".to_string());
+        tx
+    });
 
-    let mut nemesis = Nemesis::new(&faults, hosts.clone(), client_hosts);
-    let mut sampler = Sampler::default();
+    let ids: Vec<u64> = slots.iter().map(|s| s.spec.identity.member_id).collect();
+    let mut nemesis = Nemesis::new(&faults, hosts.clone(), client_hosts, scenario.members);
+    nemesis.membership = requests.map(|requests| MembershipHands {
+        requests: Some(requests),
+        pending: pending.clone(),
+        spares: (scenario.members..slots.len()).collect(),
+        directory: directory.clone(),
+    });
+    let mut sampler = Sampler::new(Roster::new(ids, scenario.members), params.warmup_ms, heal_at);
     let mut sim_error = None;
     let limit = converge_by + STUCK_SLACK_MS;
     loop {
         let now = clock.now();
         nemesis.apply_due(now, &mut sim, &slots, &sampler);
         if now == heal_at {
-            nemesis.heal_all(now, &mut sim, &slots);
+            nemesis.heal_all(now, &mut sim, &slots, &sampler.roster);
         }
         match sim.step() {
             Ok(true) => break,
@@ -144,7 +184,8 @@ pub fn run(seed: u64, scenario: Scenario, options: &RunOptions) -> RunReport {
         }
         clock.advance();
         if now % SAMPLE_EVERY == 0 {
-            sampler.sample(now, &slots, &shared);
+            let changes = sampler.sample(now, &slots, &shared);
+            nemesis.membership_changed(now, &changes, &slots, &sampler.roster);
         }
         if now >= limit {
             sim_error = Some(format!("the clients did not finish by tick {limit}"));
@@ -162,6 +203,9 @@ pub fn run(seed: u64, scenario: Scenario, options: &RunOptions) -> RunReport {
             (state.mvcc.revision().0, state.mvcc.stored_events())
         })
         .max_by_key(|(revision, _)| *revision);
+    // Removed members that never learned of it (cut off when it happened) keep running.
+    let unaware: Vec<usize> =
+        (0..slots.len()).filter(|&i| sampler.roster.has_left(i) && slots[i].member().is_some()).collect();
     // Nothing outside the hosts may hold a member when the simulation (and with it every
     // member's runtime) is dropped.
     slots.iter().for_each(|s| s.clear());
@@ -171,7 +215,27 @@ pub fn run(seed: u64, scenario: Scenario, options: &RunOptions) -> RunReport {
     recording.watchers.sort_by_key(|w| w.id);
     recording.leases.sort_by_key(|l| l.id);
     let mut report = RunReport::new(seed, scenario, options.read_mode, sim_ms);
-    report.faults = nemesis.log;
+    // The nemesis's log and its membership client's, in time order (the nemesis first at a tie).
+    let mut log = nemesis.log;
+    log.extend(recording.membership_log.iter().map(|(at, line)| (*at, format!("{at:>6} {line}"))));
+    log.sort_by_key(|(at, _)| *at);
+    report.faults = log.into_iter().map(|(_, line)| line).collect();
+    if spares > 0 {
+        let names = |slots_: &[usize]| slots_.iter().map(|&i| hosts[i].as_str()).collect::<Vec<_>>().join(",");
+        let current = sampler.roster.current();
+        let left: Vec<usize> = (0..slots.len()).filter(|&i| sampler.roster.has_left(i)).collect();
+        let joined: Vec<usize> = (scenario.members..slots.len()).filter(|&i| slots[i].is_admitted()).collect();
+        report.membership_changes = joined.len() + left.len();
+        report.notes.push(format!(
+            "membership: {} at the end; joined {}; left {}",
+            names(&current),
+            if joined.is_empty() { "none".to_string() } else { names(&joined) },
+            if left.is_empty() { "none".to_string() } else { names(&left) },
+        ));
+        if !unaware.is_empty() {
+            report.notes.push(format!("removed but still running at the end: {}", names(&unaware)));
+        }
+    }
     if !single_term_leaders() {
         report.notes.push(
             "openraft runs with its default leader ids (several leaders per term possible): the \
@@ -246,13 +310,23 @@ pub fn run(seed: u64, scenario: Scenario, options: &RunOptions) -> RunReport {
 
     // Lease workload.
     let skew = nemesis::max_forward_skew(&faults);
-    let election = cluster::max_election_ms(scenario.members);
+    // Any member may lead, spares included.
+    let election = cluster::max_election_ms(slots.len());
+    // The longest time a fault can keep the cluster from committing the revoke or electing a
+    // leader: one fault's length, as a single fault leaves a majority of the initial members
+    // able to commit once it ends. Membership changes break that bound (a member removed while
+    // another is down, faults of other tracks meeting a cluster of fewer members), so there
+    // the longest stretch in which the cluster committed nothing, as observed, counts too.
+    let mut outage = nemesis::longest_outage(&faults);
+    if spares > 0 {
+        outage = outage.max(sampler.longest_stall);
+        report.notes.push(format!("longest commit stall during the faults: {} ms", sampler.longest_stall));
+    }
     let lease_options = LeaseOptions {
         failover_extension: election,
         early_tolerance: skew,
-        // The expiry scan (0.5 s), the revoke's commit, a clock set back, and the longest time a
-        // fault can keep the cluster from committing the revoke or electing a leader.
-        late_tolerance: 1_500 + skew + nemesis::longest_outage(&faults) + 2 * election,
+        // The expiry scan (0.5 s), the revoke's commit, a clock set back, and the outage.
+        late_tolerance: 1_500 + skew + outage + 2 * election,
     };
     let leases = LeaseHistory { leases: recording.leases.clone(), leader_changes: recording.leader_changes.clone() };
     let lease = check_leases(&leases, &lease_options);
@@ -297,15 +371,19 @@ pub fn run(seed: u64, scenario: Scenario, options: &RunOptions) -> RunReport {
 
 /// Registers the client hosts; returns their names (the lossy-links nemesis degrades their
 /// links too).
+#[allow(clippy::too_many_arguments)]
 fn spawn_clients(
     sim: &mut turmoil::Sim<'_>,
     seed: u64,
     params: &Params,
     hosts: &[String],
+    directory: &Arc<Directory>,
     shared: &Arc<Shared>,
+    pending: &Arc<AtomicUsize>,
     heal_at: Tick,
     converge_by: Tick,
 ) -> Vec<String> {
+    let cluster = || Cluster::new(hosts.to_vec(), directory.clone());
     let rng = |stream: u64| StdRng::seed_from_u64(nemesis::derive_seed(seed, 1_000 + stream));
     // The workloads start once the first election is surely over, and stop at the heal.
     let start = Duration::from_millis(params.warmup_ms / 2);
@@ -313,7 +391,7 @@ fn spawn_clients(
     let registers: Vec<workload::register::RegisterClient> = (0..params.register_clients)
         .map(|i| workload::register::RegisterClient {
             id: i as u64 + 1,
-            cluster: Cluster::new(hosts.to_vec()),
+            cluster: cluster(),
             rng: rng(i as u64),
             keys: params.register_keys,
             until: heal_at,
@@ -334,7 +412,7 @@ fn spawn_clients(
             id: i as u64 + 1,
             range,
             prev_kv,
-            cluster: Cluster::new(hosts.to_vec()),
+            cluster: cluster(),
             rng: rng(100 + i as u64),
             workload_end: heal_at,
         })
@@ -349,7 +427,7 @@ fn spawn_clients(
     let leases: Vec<workload::lease::LeaseClient> = (0..params.lease_clients)
         .map(|i| workload::lease::LeaseClient {
             id: i as u64 + 1,
-            cluster: Cluster::new(hosts.to_vec()),
+            cluster: cluster(),
             rng: rng(200 + i as u64),
             until: heal_at,
         })
@@ -361,7 +439,8 @@ fn spawn_clients(
         Ok(())
     });
 
-    let healer = heal::HealClient { cluster: Cluster::new(hosts.to_vec()), heal_at, deadline: converge_by };
+    let healer =
+        heal::HealClient { cluster: cluster(), heal_at, deadline: converge_by, membership_pending: pending.clone() };
     let s = shared.clone();
     sim.client("heal", async move {
         healer.run(s).await;
@@ -370,14 +449,21 @@ fn spawn_clients(
     ["register", "watch", "lease", "heal"].iter().map(|s| s.to_string()).collect()
 }
 
-/// Samples the members for the invariants, the lease checker's leader changes, and notes
-/// what the run exercised.
-#[derive(Default)]
+/// Samples the members for the invariants, the lease checker's leader changes, the committed
+/// membership, and notes what the run exercised.
 struct Sampler {
-    /// Leaderships seen: (term, leader).
-    leaderships: BTreeSet<(u64, u64)>,
+    /// Leaderships seen: (term, leader, boot of the leader).
+    leaderships: BTreeSet<(u64, u64, u64)>,
     /// Per member index: its last sampled log index.
     last_log: BTreeMap<usize, u64>,
+    /// The newest committed membership any member applied.
+    roster: Roster,
+    /// When the highest applied log index of any member last grew, and to what.
+    progress: (Tick, u64),
+    /// The longest time no member applied anything new, up to `stall_until` (the workloads
+    /// write all along until then, so a stall is an outage: nothing could commit).
+    longest_stall: Tick,
+    stall_until: Tick,
 }
 
 /// Whether openraft runs with Raft's standard leader ids (feature `single-term-leader`: at most
@@ -393,23 +479,45 @@ fn single_term_leaders() -> bool {
 /// openraft's default leader ids a term may legitimately have several leaders one after the
 /// other, so the epoch is the whole leader id (term, then node rank, as openraft orders votes):
 /// "one leader per epoch" then holds by construction and what remains checked is that no
-/// member's vote ever goes backwards, restarts included.
+/// member's vote ever goes backwards, restarts included. `member_ids` are every member the run
+/// may have (spares included, so that a member added later does not change the others' ranks),
+/// sorted.
 fn epoch(term: u64, voted_for: Option<u64>, member_ids: &[u64]) -> u64 {
     if single_term_leaders() {
         return term;
     }
     let rank = voted_for.and_then(|id| member_ids.iter().position(|m| *m == id)).map_or(0, |r| r as u64 + 1);
-    term * 8 + rank
+    term * (member_ids.len() as u64 + 1) + rank
 }
 
 impl Sampler {
-    fn sample(&mut self, at: Tick, slots: &[Arc<MemberSlot>], shared: &Shared) {
+    fn new(roster: Roster, stall_from: Tick, stall_until: Tick) -> Sampler {
+        Sampler {
+            leaderships: BTreeSet::new(),
+            last_log: BTreeMap::new(),
+            roster,
+            progress: (stall_from, 0),
+            longest_stall: 0,
+            stall_until,
+        }
+    }
+
+    /// Samples every running member; returns the membership changes it saw.
+    fn sample(&mut self, at: Tick, slots: &[Arc<MemberSlot>], shared: &Shared) -> Vec<RosterChange> {
         let mut ids: Vec<u64> = slots.iter().map(|s| s.spec.identity.member_id).collect();
         // openraft orders votes of one term by node id.
         ids.sort_unstable();
+        let mut changes = Vec::new();
         let mut recording = shared.lock();
         for (i, slot) in slots.iter().enumerate() {
             let Some(member) = slot.member() else { continue };
+            {
+                let state = member.kv().read();
+                if let Some(log_id) = state.membership.log_id() {
+                    let nodes = state.membership.membership().nodes().map(|(id, _)| *id);
+                    changes.extend(self.roster.observe(log_id.index, nodes));
+                }
+            }
             let metrics = member.raft().metrics().borrow().clone();
             let applied_revision = member.kv().read().mvcc.revision().0;
             let vote = metrics.vote.leader_id();
@@ -423,14 +531,29 @@ impl Sampler {
             };
             recording.invariants.observe_member(&observation);
             // A new leadership promotes that member's lessor (every lease gets its full TTL
-            // again): the lease checker's "leader changes".
+            // again): the lease checker's "leader changes". So does a leader restarted before
+            // anyone else was elected (openraft restores its leadership; the new lessor knows
+            // no deadlines), hence the boot.
+            let boot = slot.boots.load(Ordering::Relaxed);
             if metrics.state == openraft::ServerState::Leader
-                && self.leaderships.insert((metrics.current_term, metrics.id))
+                && self.leaderships.insert((metrics.current_term, metrics.id, boot))
             {
                 recording.leader_changes.push(at);
             }
             self.last_log.insert(i, metrics.last_log_index.unwrap_or(0));
+            // Commit progress: the highest log index any member applied.
+            let applied = metrics.last_applied.map_or(0, |l| l.index);
+            if applied > self.progress.1 {
+                if at <= self.stall_until {
+                    self.longest_stall = self.longest_stall.max(at.saturating_sub(self.progress.0));
+                }
+                self.progress = (at, applied);
+            }
         }
+        if at <= self.stall_until {
+            self.longest_stall = self.longest_stall.max(at.saturating_sub(self.progress.0));
+        }
+        changes
     }
 
     /// The index of the member that leads the highest term, among those that say they lead.
@@ -453,24 +576,40 @@ impl Sampler {
     }
 }
 
+/// What the nemesis needs to change the membership: the queue of its membership client, how
+/// many requests that client has not finished, the spare hosts not used yet, and the clients'
+/// directory of current members.
+struct MembershipHands {
+    /// `None` after the heal.
+    requests: Option<tokio::sync::mpsc::UnboundedSender<membership::Request>>,
+    pending: Arc<AtomicUsize>,
+    spares: VecDeque<usize>,
+    directory: Arc<Directory>,
+}
+
 /// Applies the schedule to the simulation and undoes each fault when it ends.
 struct Nemesis {
     /// (tick, fault index, starts?) in time order; a fault ending at a tick is undone before one
     /// starting at the same tick is applied.
     events: Vec<(Tick, bool, usize)>,
     faults: Vec<Fault>,
-    /// What each started fault did, once resolved (an isolated leader becomes a partition).
+    /// What each started fault did, once resolved (an isolated leader becomes a partition,
+    /// member positions become members).
     applied: BTreeMap<usize, FaultAction>,
     next: usize,
+    /// Every member host: the initial members, then the spares.
     members: Vec<String>,
+    initial: usize,
     clients: Vec<String>,
     crashed: BTreeSet<usize>,
-    /// What happened, for the report.
-    log: Vec<String>,
+    /// `None` without membership faults.
+    membership: Option<MembershipHands>,
+    /// What happened (tick, line), for the report.
+    log: Vec<(Tick, String)>,
 }
 
 impl Nemesis {
-    fn new(faults: &[Fault], members: Vec<String>, clients: Vec<String>) -> Nemesis {
+    fn new(faults: &[Fault], members: Vec<String>, clients: Vec<String>, initial: usize) -> Nemesis {
         let mut events: Vec<(Tick, bool, usize)> =
             faults.iter().enumerate().flat_map(|(i, f)| [(f.start, true, i), (f.end, false, i)]).collect();
         events.sort();
@@ -480,10 +619,16 @@ impl Nemesis {
             applied: BTreeMap::new(),
             next: 0,
             members,
+            initial,
             clients,
             crashed: BTreeSet::new(),
+            membership: None,
             log: Vec::new(),
         }
+    }
+
+    fn note(&mut self, now: Tick, line: impl fmt::Display) {
+        self.log.push((now, format!("{now:>6} {line}")));
     }
 
     fn pairs(&self, a: &[usize], b: &[usize]) -> Vec<(String, String)> {
@@ -498,6 +643,7 @@ impl Nemesis {
         out
     }
 
+    /// Every member host, spares included (links to a host that runs nothing are harmless).
     fn all_members(&self) -> Vec<usize> {
         (0..self.members.len()).collect()
     }
@@ -506,24 +652,112 @@ impl Nemesis {
         while self.next < self.events.len() && self.events[self.next].0 <= now {
             let (_, starts, i) = self.events[self.next];
             self.next += 1;
+            if let FaultAction::Membership { first, victim } = self.faults[i].action {
+                if starts {
+                    self.note(now, format!("start {}", self.faults[i].action));
+                }
+                self.change_membership(now, first, victim, starts, &sampler.roster);
+                continue;
+            }
             if starts {
-                let mut action = self.faults[i].action.clone();
+                let mut action = nemesis::resolve_action(&self.faults[i].action, &sampler.roster.current());
+                if let FaultAction::Crash { members } = &action {
+                    let current = sampler.roster.current();
+                    let allowed = nemesis::crashable(&current, &self.crashed, members);
+                    if allowed.len() < members.len() {
+                        let skipped: Vec<&str> = members
+                            .iter()
+                            .filter(|m| !allowed.contains(m))
+                            .map(|&m| self.members[m].as_str())
+                            .collect();
+                        let line = format!(
+                            "crash of {} skipped: a majority of the members must keep running",
+                            skipped.join(",")
+                        );
+                        self.note(now, line);
+                    }
+                    if allowed.is_empty() {
+                        continue;
+                    }
+                    action = FaultAction::Crash { members: allowed };
+                }
                 if action == FaultAction::IsolateLeader {
                     match nemesis::isolate(Sampler::leader(slots)) {
                         Some(a) => action = a,
                         None => {
-                            self.log.push(format!("{now:>6} isolate the leader: there is none, skipped"));
+                            self.note(now, "isolate the leader: there is none, skipped");
                             continue;
                         }
                     }
                 }
-                self.log.push(format!("{now:>6} start {action}"));
+                self.note(now, format!("start {action}"));
                 self.start(&action, sim, slots);
                 self.applied.insert(i, action);
             } else if let Some(action) = self.applied.remove(&i) {
-                self.log.push(format!("{now:>6} end   {action}"));
+                self.note(now, format!("end   {action}"));
                 self.stop(now, &action, sim, slots, sampler);
             }
+        }
+    }
+
+    /// One step of a membership fault (see [`nemesis::membership_step`]), queued for the
+    /// membership client. No step while the previous one is unfinished: its outcome decides
+    /// what the next one should be.
+    fn change_membership(&mut self, now: Tick, first: MembershipStep, victim: usize, at_start: bool, roster: &Roster) {
+        let Some(hands) = self.membership.as_mut() else { return };
+        if hands.pending.load(Ordering::Relaxed) > 0 {
+            self.note(now, "membership: the previous change is unfinished, skipped");
+            return;
+        }
+        let current = roster.current();
+        let request = match nemesis::membership_step(current.len(), self.initial, first, at_start) {
+            None => return,
+            Some(MembershipStep::Remove) => {
+                let slot = nemesis::resolve(&current, victim);
+                membership::Request::Remove { host: self.members[slot].clone(), id: roster.id(slot) }
+            }
+            Some(MembershipStep::Add) => match hands.spares.pop_front() {
+                Some(slot) => {
+                    membership::Request::Add { host: self.members[slot].clone(), peer_url: cluster::peer_url(slot) }
+                }
+                None => {
+                    self.note(now, "membership: no spare host left, no member added");
+                    return;
+                }
+            },
+        };
+        hands.pending.fetch_add(1, Ordering::Relaxed);
+        let queued = hands.requests.as_ref().is_some_and(|r| r.send(request.clone()).is_ok());
+        if !queued {
+            // The queue is closed (the heal is done): nothing pending.
+            hands.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.note(now, format!("membership: {request}{}", if queued { "" } else { " not sent" }));
+    }
+
+    /// Acts on the membership the members applied: a member that joined gets its host started
+    /// (as an operator starts it after `member add`), one that left is never restarted, and the
+    /// clients' directory follows.
+    fn membership_changed(&mut self, now: Tick, changes: &[RosterChange], slots: &[Arc<MemberSlot>], roster: &Roster) {
+        if changes.is_empty() {
+            return;
+        }
+        for change in changes {
+            for &slot in &change.joined {
+                if slots[slot].admit() {
+                    self.note(
+                        now,
+                        format!("{} joins: added to the cluster, starts on an empty engine", self.members[slot]),
+                    );
+                }
+            }
+            for &slot in &change.left {
+                let down = if self.crashed.contains(&slot) { " (crashed: it stays down)" } else { "" };
+                self.note(now, format!("{} left the cluster{down}", self.members[slot]));
+            }
+        }
+        if let Some(hands) = &self.membership {
+            hands.directory.set(roster.current());
         }
     }
 
@@ -568,7 +802,9 @@ impl Nemesis {
                 }
             }
             FaultAction::Skew { member, ms } => slots[*member].skew_ms.store(*ms, Ordering::Relaxed),
-            FaultAction::IsolateLeader => unreachable!("resolved before it starts"),
+            FaultAction::IsolateLeader | FaultAction::Membership { .. } => {
+                unreachable!("resolved before it starts")
+            }
         }
     }
 
@@ -582,6 +818,16 @@ impl Nemesis {
             }
         }
         links
+    }
+
+    /// Restarts a crashed member, unless it left the cluster meanwhile (a removed member's data
+    /// dir is not reused: a member added back is a fresh one).
+    fn restart(&mut self, now: Tick, m: usize, sim: &mut turmoil::Sim<'_>, roster: &Roster) {
+        if roster.has_left(m) {
+            self.note(now, format!("{} stays down: it left the cluster", self.members[m]));
+        } else {
+            sim.bounce(self.members[m].as_str());
+        }
     }
 
     fn stop(
@@ -604,13 +850,16 @@ impl Nemesis {
                     if self.crashed.remove(&m) {
                         let behind = sampler.last_log.get(&m).copied().unwrap_or(0);
                         let purged = Sampler::purged(slots);
-                        if purged > behind {
-                            self.log.push(format!(
-                                "{now:>6} m{} restarts at log index {behind}, the others purged up to {purged}: it needs a snapshot",
-                                m + 1
-                            ));
+                        if purged > behind && !sampler.roster.has_left(m) {
+                            self.note(
+                                now,
+                                format_args!(
+                                    "m{} restarts at log index {behind}, the others purged up to {purged}: it needs a snapshot",
+                                    m + 1
+                                ),
+                            );
                         }
-                        sim.bounce(self.members[m].as_str());
+                        self.restart(now, m, sim, &sampler.roster);
                     }
                 }
             }
@@ -626,26 +875,32 @@ impl Nemesis {
                 }
             }
             FaultAction::Skew { member, .. } => slots[*member].skew_ms.store(0, Ordering::Relaxed),
-            FaultAction::IsolateLeader => {}
+            FaultAction::IsolateLeader | FaultAction::Membership { .. } => {}
         }
     }
 
-    /// Removes every fault at the heal: links repaired and restored, crashed members restarted,
-    /// clocks set right.
-    fn heal_all(&mut self, now: Tick, sim: &mut turmoil::Sim<'_>, slots: &[Arc<MemberSlot>]) {
-        self.log.push(format!("{now:>6} heal: every fault removed"));
+    /// Removes every fault at the heal: links repaired and restored, crashed members restarted
+    /// (unless they left the cluster), clocks set right, and no membership change requested any
+    /// more (one in progress finishes).
+    fn heal_all(&mut self, now: Tick, sim: &mut turmoil::Sim<'_>, slots: &[Arc<MemberSlot>], roster: &Roster) {
+        self.note(now, "heal: every fault removed");
         for (a, b) in self.every_link() {
             sim.repair(a.as_str(), b.as_str());
             sim.set_link_fail_rate(a.as_str(), b.as_str(), 0.0);
             restore_latency(sim, &a, &b);
         }
         for m in std::mem::take(&mut self.crashed) {
-            sim.bounce(self.members[m].as_str());
+            self.restart(now, m, sim, roster);
         }
         for slot in slots {
             slot.skew_ms.store(0, Ordering::Relaxed);
         }
         self.applied.clear();
+        // Closing the queue ends the membership client once it is done; the clients' directory
+        // keeps following the membership.
+        if let Some(hands) = &mut self.membership {
+            hands.requests = None;
+        }
     }
 }
 

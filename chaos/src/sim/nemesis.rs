@@ -1,18 +1,24 @@
 //! The nemesis schedule: a pure function of the seed and the scenario.
 //!
-//! Each [`Track`] (network, processes, clocks) gets its own sequence of non-overlapping faults
-//! over the fault phase; faults of different tracks overlap freely (so `mixed` can crash a member
-//! while the network is partitioned). The process track never has more than a minority down.
-//! Nothing here touches the simulation: the harness applies [`Fault`]s, resolving the one thing
-//! a schedule cannot know in advance (who leads when "isolate the leader" starts) with
-//! [`isolate`].
+//! Each [`Track`] (network, processes, clocks, membership) gets its own sequence of
+//! non-overlapping faults over the fault phase; faults of different tracks overlap freely (so
+//! `mixed` can crash a member while the network is partitioned and a member is being replaced).
+//! The process track never has more than a minority of the initial members down.
+//!
+//! Nothing here touches the simulation: the harness applies [`Fault`]s, resolving what a
+//! schedule cannot know in advance from the state of the run when the fault starts — who leads
+//! when "isolate the leader" starts ([`isolate`]), which members a membership change left in
+//! the cluster ([`resolve`]: the schedule names members by their position in the current
+//! membership), and what a membership change does at each of its two moments
+//! ([`membership_step`]). Those resolutions are pure functions of what the harness observed, so
+//! a run stays a function of its seed.
 
 use super::scenario::{FaultKind, Params, Scenario, Track};
 use crate::history::Tick;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// A concrete fault, on members named by their index.
@@ -34,6 +40,23 @@ pub enum FaultAction {
     Loss { per_mille: u32 },
     /// Member's lease clock runs `ms` ahead (negative: behind) until the fault ends.
     Skew { member: usize, ms: i64 },
+    /// Change the membership through the Cluster API, once when the fault starts and once when
+    /// it ends, each time by [`membership_step`]: at the initial size the start takes `first`
+    /// (remove then add: a member is replaced; add then remove: the cluster grows by one for a
+    /// while). A removed member is the current member at position `victim` (modulo their
+    /// number, so it may be the leader, a crashed member, or the one just added); an added one
+    /// is a fresh host with a new member id and an empty data dir.
+    Membership { first: MembershipStep, victim: usize },
+}
+
+/// One change of the membership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MembershipStep {
+    /// `MemberRemove` of a current member (it stops once it learns of its removal).
+    Remove,
+    /// `MemberAdd` of a fresh member, then its host starts with `initial-cluster-state existing`
+    /// semantics (it joins; it never bootstraps) on an empty engine.
+    Add,
 }
 
 impl fmt::Display for FaultAction {
@@ -51,6 +74,12 @@ impl fmt::Display for FaultAction {
             FaultAction::Latency { ms } => write!(f, "latency {ms} ms"),
             FaultAction::Loss { per_mille } => write!(f, "loss {per_mille}‰"),
             FaultAction::Skew { member, ms } => write!(f, "skew m{} lease clock {ms:+} ms", member + 1),
+            FaultAction::Membership { first: MembershipStep::Remove, victim } => {
+                write!(f, "membership change: remove member #{victim}, then add a fresh one")
+            }
+            FaultAction::Membership { first: MembershipStep::Add, victim } => {
+                write!(f, "membership change: add a fresh member, then remove member #{victim}")
+            }
         }
     }
 }
@@ -76,6 +105,9 @@ fn duration_range(kind: FaultKind) -> (Tick, Tick) {
         // Long enough for the register workload to write well past the snapshot knobs.
         FaultKind::KillForSnapshot => (4_000, 6_000),
         FaultKind::ClockSkew => (1_000, 4_000),
+        // Long enough for the first change (two membership entries, joint then final) to commit
+        // and for an added member to catch up from a snapshot before the second.
+        FaultKind::MembershipChange => (1_000, 4_000),
     }
 }
 const GAP_MS: (Tick, Tick) = (300, 1_500);
@@ -136,7 +168,102 @@ fn action(kind: FaultKind, members: usize, rng: &mut StdRng) -> FaultAction {
             let ms = rng.gen_range(200..=MAX_SKEW_MS) * if rng.gen_bool(0.5) { 1 } else { -1 };
             FaultAction::Skew { member: rng.gen_range(0..members), ms }
         }
+        FaultKind::MembershipChange => {
+            let first = if rng.gen_bool(0.5) { MembershipStep::Remove } else { MembershipStep::Add };
+            // Positions in the membership at the time of the change, which may have one more.
+            FaultAction::Membership { first, victim: rng.gen_range(0..=members) }
+        }
     }
+}
+
+/// What a membership fault does when it starts (`at_start`) or ends, given how many members the
+/// cluster has then and had initially: bring the count back to the initial size if it is off
+/// (a change of an earlier fault that did not happen, or happened late), else at the start
+/// take the fault's `first` step and at the end nothing. So the member count stays within one
+/// of the initial size however the changes turn out, and a replace ends where it began.
+pub fn membership_step(
+    members: usize,
+    initial: usize,
+    first: MembershipStep,
+    at_start: bool,
+) -> Option<MembershipStep> {
+    use std::cmp::Ordering::*;
+    match members.cmp(&initial) {
+        Less => Some(MembershipStep::Add),
+        Greater => Some(MembershipStep::Remove),
+        Equal if at_start => Some(first),
+        Equal => None,
+    }
+}
+
+/// The member at position `position` of the current membership `current` (slot indexes in
+/// order): how a fault's member positions, drawn for the initial membership, name members once
+/// the membership has changed. With the initial membership, the identity.
+pub fn resolve(current: &[usize], position: usize) -> usize {
+    match current.len() {
+        0 => position,
+        n => current[position % n],
+    }
+}
+
+/// `action` with its member positions resolved against `current` (see [`resolve`]); members
+/// named twice after resolution are named once, and a link between a member and itself is
+/// dropped.
+pub fn resolve_action(action: &FaultAction, current: &[usize]) -> FaultAction {
+    let set = |ms: &[usize]| {
+        let mut out: Vec<usize> = ms.iter().map(|&m| resolve(current, m)).collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    };
+    match action {
+        FaultAction::Partition { side } => FaultAction::Partition { side: set(side) },
+        FaultAction::CutLinks { pairs } => {
+            let mut pairs: Vec<(usize, usize)> = pairs
+                .iter()
+                .map(|&(a, b)| (resolve(current, a), resolve(current, b)))
+                .filter(|(a, b)| a != b)
+                .map(|(a, b)| (a.min(b), a.max(b)))
+                .collect();
+            pairs.sort_unstable();
+            pairs.dedup();
+            FaultAction::CutLinks { pairs }
+        }
+        FaultAction::OneWay { from, to } => {
+            let from = set(from);
+            let to = set(to).into_iter().filter(|m| !from.contains(m)).collect();
+            FaultAction::OneWay { from, to }
+        }
+        FaultAction::Crash { members } => FaultAction::Crash { members: set(members) },
+        FaultAction::Skew { member, ms } => FaultAction::Skew { member: resolve(current, *member), ms: *ms },
+        FaultAction::IsolateLeader
+        | FaultAction::Latency { .. }
+        | FaultAction::Loss { .. }
+        | FaultAction::Membership { .. } => action.clone(),
+    }
+}
+
+/// The members of `wanted` that may crash now: each only if a majority of the current members
+/// (`current`) keeps running, counting those already `down`. The schedule keeps crashes to a
+/// minority of the initial members; this keeps it so once the membership changed (a cluster
+/// shrunk to two members cannot lose one), while a crashed member may still be removed and
+/// replaced, as an operator replaces a dead one. With the initial membership and nothing down,
+/// every scheduled crash is allowed.
+pub fn crashable(current: &[usize], down: &BTreeSet<usize>, wanted: &[usize]) -> Vec<usize> {
+    let mut running: Vec<usize> = current.iter().copied().filter(|m| !down.contains(m)).collect();
+    let mut allowed = Vec::new();
+    for &m in wanted {
+        if running.contains(&m) && running.len() - 1 > current.len() / 2 {
+            running.retain(|r| *r != m);
+            allowed.push(m);
+        }
+    }
+    allowed
+}
+
+/// How many fresh members the membership faults of `faults` may add: at most one per step.
+pub fn max_additions(faults: &[Fault]) -> usize {
+    faults.iter().filter(|f| matches!(f.action, FaultAction::Membership { .. })).count() * 2
 }
 
 /// The links to cut so that, on the ring `ring`, every member sees a majority and no two see
@@ -170,10 +297,15 @@ pub fn isolate(leader: Option<usize>) -> Option<FaultAction> {
 /// The fault schedule of a run: every fault starts within the fault phase and ends by its end
 /// (the heal), sorted by start.
 pub fn schedule(seed: u64, scenario: &Scenario, params: &Params) -> Vec<Fault> {
+    schedule_of(seed, scenario.kind.faults(), scenario.members, params)
+}
+
+/// [`schedule`] for any set of fault kinds.
+fn schedule_of(seed: u64, kinds: &[FaultKind], members: usize, params: &Params) -> Vec<Fault> {
     let begin = params.warmup_ms;
     let end = params.warmup_ms + params.fault_ms;
     let mut by_track: BTreeMap<Track, Vec<FaultKind>> = BTreeMap::new();
-    for &kind in scenario.kind.faults() {
+    for &kind in kinds {
         by_track.entry(kind.track()).or_default().push(kind);
     }
     let mut faults = Vec::new();
@@ -188,7 +320,7 @@ pub fn schedule(seed: u64, scenario: &Scenario, params: &Params) -> Vec<Fault> {
                 break;
             }
             let stop = (t + length).min(end);
-            faults.push(Fault { start: t, end: stop, kind, action: action(kind, scenario.members, &mut rng) });
+            faults.push(Fault { start: t, end: stop, kind, action: action(kind, members, &mut rng) });
             t = stop + rng.gen_range(GAP_MS.0..=GAP_MS.1);
         }
     }
@@ -209,8 +341,9 @@ pub fn max_forward_skew(faults: &[Fault]) -> Tick {
         .unwrap_or(0)
 }
 
-/// The longest fault of the network or process tracks (a revoke may wait that long for a
-/// quorum).
+/// The longest fault of the network, process or membership tracks (a revoke may wait that long
+/// for a quorum: a membership change may leave a cluster without one until a crashed member is
+/// back).
 pub fn longest_outage(faults: &[Fault]) -> Tick {
     faults.iter().filter(|f| f.kind.track() != Track::Clock).map(|f| f.end - f.start).max().unwrap_or(0)
 }
@@ -244,7 +377,7 @@ mod tests {
                         assert!(members.len() <= (s.members - 1) / 2, "{s}: a majority crashed");
                     }
                 }
-                for track in [Track::Network, Track::Process, Track::Clock] {
+                for track in [Track::Network, Track::Process, Track::Clock, Track::Membership] {
                     let mine: Vec<&Fault> = faults.iter().filter(|f| f.kind.track() == track).collect();
                     for w in mine.windows(2) {
                         assert!(w[0].end <= w[1].start, "{s} seed {seed}: overlapping faults on {track:?}");
@@ -252,6 +385,99 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_new_track_leaves_the_schedules_of_the_others_as_they_were() {
+        let mixed = Scenario { kind: Kind::Mixed, members: 5 };
+        let without: Vec<FaultKind> =
+            Kind::Mixed.faults().iter().copied().filter(|k| *k != FaultKind::MembershipChange).collect();
+        for seed in 0..20 {
+            let p = mixed.params();
+            let mut faults = schedule(seed, &mixed, &p);
+            assert!(faults.iter().any(|f| f.kind == FaultKind::MembershipChange), "seed {seed}");
+            faults.retain(|f| f.kind != FaultKind::MembershipChange);
+            assert_eq!(faults, schedule_of(seed, &without, 5, &p), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn membership_steps_keep_the_count_within_one_of_the_initial_size() {
+        use MembershipStep::*;
+        // A replace, and a grow-then-shrink, from the initial size.
+        assert_eq!(membership_step(3, 3, Remove, true), Some(Remove));
+        assert_eq!(membership_step(2, 3, Remove, false), Some(Add));
+        assert_eq!(membership_step(3, 3, Add, true), Some(Add));
+        assert_eq!(membership_step(4, 3, Add, false), Some(Remove));
+        // The first step did not happen (yet): nothing more at the end.
+        assert_eq!(membership_step(3, 3, Remove, false), None);
+        // An earlier change happened late: the next fault first undoes the difference.
+        assert_eq!(membership_step(2, 3, Remove, true), Some(Add));
+        assert_eq!(membership_step(4, 3, Add, true), Some(Remove));
+        // Whatever happens, every step moves the count toward the initial size or one away.
+        for members in 1..8usize {
+            for first in [Remove, Add] {
+                for at_start in [true, false] {
+                    let after = match membership_step(members, 4, first, at_start) {
+                        Some(Remove) => members - 1,
+                        Some(Add) => members + 1,
+                        None => members,
+                    };
+                    assert!(after.abs_diff(4) <= members.abs_diff(4).max(1), "{members} {first:?} {at_start}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn crashes_never_take_down_a_majority_of_the_current_members() {
+        let none = BTreeSet::new();
+        // The initial membership, nothing down: what the schedule asks (at most a minority).
+        assert_eq!(crashable(&[0, 1, 2], &none, &[1]), vec![1]);
+        assert_eq!(crashable(&[0, 1, 2, 3, 4], &none, &[0, 3]), vec![0, 3]);
+        // Two members: neither may crash; four: one may, two may not.
+        assert_eq!(crashable(&[0, 3], &none, &[0]), Vec::<usize>::new());
+        assert_eq!(crashable(&[0, 1, 2, 3], &none, &[1, 2]), vec![1]);
+        // One already down (and perhaps about to be replaced): no second one in three.
+        assert_eq!(crashable(&[0, 1, 2], &BTreeSet::from([2]), &[0]), Vec::<usize>::new());
+        // Not a member (any more): not crashed.
+        assert_eq!(crashable(&[0, 1, 2], &none, &[5]), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn positions_resolve_against_the_current_membership() {
+        // The initial membership: the identity, so scenarios without membership changes are
+        // unchanged by the resolution.
+        let initial = [0, 1, 2];
+        for action in [
+            FaultAction::Partition { side: vec![0, 2] },
+            FaultAction::CutLinks { pairs: vec![(0, 2)] },
+            FaultAction::OneWay { from: vec![1], to: vec![0, 2] },
+            FaultAction::Crash { members: vec![1] },
+            FaultAction::Skew { member: 2, ms: 300 },
+        ] {
+            assert_eq!(resolve_action(&action, &initial), action);
+        }
+        // m2 was replaced by m4 (slot 3): position 1 is now m3, position 2 is m4.
+        let current = [0, 2, 3];
+        assert_eq!(
+            resolve_action(&FaultAction::Crash { members: vec![2] }, &current),
+            FaultAction::Crash { members: vec![3] }
+        );
+        // Two members only: positions wrap, and what collapses is named once.
+        let current = [0, 3];
+        assert_eq!(
+            resolve_action(&FaultAction::Partition { side: vec![0, 2] }, &current),
+            FaultAction::Partition { side: vec![0] }
+        );
+        assert_eq!(
+            resolve_action(&FaultAction::CutLinks { pairs: vec![(0, 2), (1, 2)] }, &current),
+            FaultAction::CutLinks { pairs: vec![(0, 3)] }
+        );
+        assert_eq!(
+            resolve_action(&FaultAction::OneWay { from: vec![1], to: vec![0, 2] }, &current),
+            FaultAction::OneWay { from: vec![3], to: vec![0] }
+        );
     }
 
     #[test]

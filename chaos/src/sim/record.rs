@@ -35,6 +35,8 @@ pub struct Recording {
     /// Ticks at which some member first claimed leadership of a new term.
     pub leader_changes: Vec<Tick>,
     pub heal: HealOutcome,
+    /// What the membership client did (tick, line), merged into the nemesis log at the end.
+    pub membership_log: Vec<(Tick, String)>,
 }
 
 /// The recording plus the signals the clients coordinate by.

@@ -47,6 +47,8 @@ pub struct RunReport {
     pub lease_keys: usize,
     pub lease_observations: usize,
     pub invariant_observations: u64,
+    /// Members that joined or left the cluster (as the members applied it).
+    pub membership_changes: usize,
     /// What the nemesis did, with simulated times.
     pub faults: Vec<String>,
     /// Things worth knowing that are not failures.
@@ -73,6 +75,7 @@ impl RunReport {
             lease_keys: 0,
             lease_observations: 0,
             invariant_observations: 0,
+            membership_changes: 0,
             faults: Vec::new(),
             notes: Vec::new(),
             heal: HealOutcome::default(),

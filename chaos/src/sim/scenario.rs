@@ -28,6 +28,9 @@ pub enum FaultKind {
     Loss,
     /// A member's lease clock jumps forward or back.
     ClockSkew,
+    /// A member is removed through the etcd Cluster API and a fresh one (new member id, empty
+    /// data dir) is added, or the other way round.
+    MembershipChange,
 }
 
 impl FaultKind {
@@ -42,6 +45,7 @@ impl FaultKind {
             | FaultKind::Loss => Track::Network,
             FaultKind::CrashRestart | FaultKind::KillForSnapshot => Track::Process,
             FaultKind::ClockSkew => Track::Clock,
+            FaultKind::MembershipChange => Track::Membership,
         }
     }
 }
@@ -51,6 +55,9 @@ pub enum Track {
     Network,
     Process,
     Clock,
+    /// Last: each track draws from a seed derived from its position, so adding one leaves the
+    /// schedules of the others as they were.
+    Membership,
 }
 
 /// A family of scenarios (the member count is the other half of a [`Scenario`]).
@@ -62,17 +69,19 @@ pub enum Kind {
     SnapshotCatchup,
     LossyLinks,
     ClockSkew,
+    Membership,
     Mixed,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Partitions,
         Kind::LeaderIsolation,
         Kind::CrashRestart,
         Kind::SnapshotCatchup,
         Kind::LossyLinks,
         Kind::ClockSkew,
+        Kind::Membership,
         Kind::Mixed,
     ];
 
@@ -84,6 +93,7 @@ impl Kind {
             Kind::SnapshotCatchup => "snapshot-catchup",
             Kind::LossyLinks => "lossy-links",
             Kind::ClockSkew => "clock-skew",
+            Kind::Membership => "membership",
             Kind::Mixed => "mixed",
         }
     }
@@ -100,6 +110,10 @@ impl Kind {
             // Skew alone changes nothing while one leader keeps its deadlines; leader changes make
             // the skewed clocks of new leaders count.
             Kind::ClockSkew => &[ClockSkew, IsolateLeader],
+            // Membership changes while members crash (a crashed member may be the one replaced,
+            // as an operator replaces a dead one) and while the leader is cut off (it may be the
+            // one removed, or the one that has to commit the change).
+            Kind::Membership => &[MembershipChange, CrashRestart, IsolateLeader],
             Kind::Mixed => &[
                 RandomHalves,
                 IsolateLeader,
@@ -110,6 +124,7 @@ impl Kind {
                 CrashRestart,
                 KillForSnapshot,
                 ClockSkew,
+                MembershipChange,
             ],
         }
     }

@@ -2,6 +2,7 @@
 //! status and scale subresources. Each reads from the store, decides with the pure modules,
 //! and writes with a compare-and-swap on the mod revision it read.
 
+use super::delete::{self, Cascade};
 use super::objects::{
     self, decode, name_of, prepare_create, prepare_update, same_content, with_resource_version, UpdateKind, WriteCtx,
 };
@@ -12,16 +13,26 @@ use crate::meta;
 use crate::patch::{self, apply, PatchType};
 use crate::registry::{self, Resource};
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::storage::{Entry, StorageError};
+use crate::service_ip::{self, Request};
+use crate::storage::{Entry, StorageError, Write};
 use crate::table::{self, IncludeObject};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use base64::Engine;
 use serde_json::{json, Value};
 
 /// Store reads per list request page (bounds memory per request when filtering).
-const STORE_PAGE: i64 = 500;
+pub(super) const STORE_PAGE: i64 = 500;
 /// Times a patch or unconditional update is retried when the object changes underneath it.
-const CAS_RETRIES: usize = 8;
+pub(super) const CAS_RETRIES: usize = 8;
+
+/// One request to a resource, as the verbs that read a body see it.
+pub(super) struct Call<'a> {
+    pub state: &'a ApiState,
+    pub target: &'a ResourceTarget,
+    pub query: &'a Query,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+}
 
 pub async fn handle(
     state: &ApiState,
@@ -34,6 +45,7 @@ pub async fn handle(
     let as_table =
         headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| v.contains("as=Table"));
     let name = t.name.clone();
+    let call = Call { state, target: &t, query: &q, headers, body };
     match (method.as_str(), name, t.subresource) {
         ("GET", None, None) if q.watch => super::watch::watch(state, &t, &q, as_table).await,
         ("GET", None, None) => list(state, &t, &q, as_table).await,
@@ -44,11 +56,11 @@ pub async fn handle(
             super::watch::watch(state, &t, &q, as_table).await
         }
         ("GET", Some(name), sub) => get(state, &t, &name, sub, &q, as_table).await,
-        ("POST", None, None) => create(state, &t, &q, headers, body).await,
-        ("PUT", Some(name), sub) => update(state, &t, &name, sub, &q, headers, body).await,
-        ("PATCH", Some(name), sub) => patch(state, &t, &name, sub, &q, headers, body).await,
-        ("DELETE", Some(name), None) => delete(state, &t, &name, &q, body).await,
-        ("DELETE", None, None) if t.resource.plural != "namespaces" => delete_collection(state, &t, &q, body).await,
+        ("POST", None, None) => create(&call).await,
+        ("PUT", Some(name), sub) => update(&call, &name, sub).await,
+        ("PATCH", Some(name), sub) => patch(&call, &name, sub).await,
+        ("DELETE", Some(name), None) => delete::delete(&call, &name).await,
+        ("DELETE", None, None) if t.resource.plural != "namespaces" => delete::delete_collection(&call).await,
         _ => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({} {})",
             method,
@@ -57,7 +69,7 @@ pub async fn handle(
     }
 }
 
-fn namespace(t: &ResourceTarget) -> Option<&str> {
+pub(super) fn namespace(t: &ResourceTarget) -> Option<&str> {
     t.namespace.as_deref().filter(|_| t.resource.namespaced)
 }
 
@@ -85,7 +97,7 @@ fn include_object(q: &Query) -> IncludeObject {
     }
 }
 
-async fn read(state: &ApiState, r: &Resource, ns: Option<&str>, name: &str) -> ApiResult<(Value, i64)> {
+pub(super) async fn read(state: &ApiState, r: &Resource, ns: Option<&str>, name: &str) -> ApiResult<(Value, i64)> {
     let (entry, _) = state.storage.get(&r.key(ns, name)).await?;
     let entry = entry.ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
     Ok((decode_entry(&entry)?, entry.mod_revision))
@@ -270,7 +282,9 @@ async fn list(state: &ApiState, t: &ResourceTarget, q: &Query, as_table: bool) -
     })))
 }
 
-fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
+/// Decodes a request body by its Content-Type: JSON (the default), YAML, or Kubernetes'
+/// protobuf (what client-go's typed clients send for built-in kinds).
+pub(super) fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     let media = content_type.split(';').next().unwrap_or("").trim();
     match media {
@@ -278,6 +292,10 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
             serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("json: {e}")))
         }
         "application/yaml" => serde_yaml_ng::from_slice(body).map_err(|e| ApiError::bad_request(format!("yaml: {e}"))),
+        media if crate::protobuf::is_protobuf(media) => crate::protobuf::decode(body).map_err(|e| match e {
+            crate::protobuf::DecodeError::Malformed(m) => ApiError::bad_request(m),
+            crate::protobuf::DecodeError::Unsupported(m) => ApiError::unsupported_content(m),
+        }),
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }
@@ -320,40 +338,90 @@ async fn ensure_namespace(state: &ApiState, r: &Resource, ns: Option<&str>) -> A
     Ok(())
 }
 
-/// A cluster IP from the default service range 10.96.0.0/12 (Kubernetes allocates from a
-/// bitmap; random picks in a 1M-address range are what Berth does until it needs more).
-fn cluster_ip(state: &ApiState) -> String {
-    let b: [u8; 3] = state.env.random_bytes();
-    format!("10.{}.{}.{}", 96 + (b[0] & 0x0f), b[1], 1 + (b[2] % 254))
-}
-
-async fn create(state: &ApiState, t: &ResourceTarget, q: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<Reply> {
+async fn create(call: &Call<'_>) -> ApiResult<Reply> {
+    let Call { state, target: t, query: q, headers, body } = *call;
     let r = t.resource;
     let input = parse_body(headers, body)?;
     let (object, warnings) = decode(r, &input, q.field_validation)?;
     let manager = manager(q, headers);
     let ctx = WriteCtx { resource: r, namespace: namespace(t), manager: &manager, now: state.env.now() };
-    let ip = (r.kind == "Service").then(|| cluster_ip(state));
-    let object = prepare_create(&ctx, object, &state.env.uid(), state.env.random_bytes(), ip.as_deref(), false)?;
-    ensure_namespace(state, r, namespace(t)).await?;
-    let stored = write_new(state, r, namespace(t), object, q.dry_run).await?;
+    let (uid, suffix) = (state.env.uid(), state.env.random_bytes());
+    let prepare = |ip: Option<&str>| prepare_create(&ctx, object.clone(), &uid, suffix, ip, false);
+    let stored = create_object(state, r, namespace(t), q.dry_run, prepare).await?;
     Ok(Reply::Json { code: StatusCode::CREATED, body: stored, warnings })
 }
 
-async fn write_new(state: &ApiState, r: &Resource, ns: Option<&str>, object: Value, dry_run: bool) -> ApiResult<Value> {
-    let name = name_of(&object).to_string();
-    if dry_run {
-        return Ok(object);
+/// Stores a new object made by `prepare`, which is given the cluster IP a new Service gets
+/// (`None` for other kinds, or to see what the Service asks for). A Service's address is
+/// reserved in the same transaction that creates it; a random pick that turns out taken is
+/// replaced by another.
+async fn create_object(
+    state: &ApiState,
+    r: &Resource,
+    ns: Option<&str>,
+    dry_run: bool,
+    prepare: impl Fn(Option<&str>) -> ApiResult<Value>,
+) -> ApiResult<Value> {
+    let asked = prepare(None)?;
+    ensure_namespace(state, r, ns).await?;
+    let request = if r.kind == "Service" { service_ip::request(&asked) } else { Request::Nothing };
+    match request {
+        Request::Nothing => write_new(state, r, ns, asked, dry_run, None).await,
+        Request::Exact(ip) if !service_ip::in_range(ip) => Err(service_ip::not_in_range(name_of(&asked), ip)),
+        Request::Exact(ip) => write_new(state, r, ns, asked, dry_run, Some(ip)).await,
+        Request::Any => {
+            for _ in 0..service_ip::ATTEMPTS {
+                let ip = service_ip::candidate(state.env.random_bytes());
+                let object = prepare(Some(&ip.to_string()))?;
+                match write_new(state, r, ns, object, dry_run, Some(ip)).await {
+                    // The address is taken: pick another.
+                    Err(e) if e.code == 422 => continue,
+                    result => return result,
+                }
+            }
+            Err(service_ip::range_full())
+        }
     }
-    match state.storage.create(&r.key(ns, &name), encode(&object)?).await {
-        Ok(revision) => Ok(with_resource_version(object, revision)),
-        Err(StorageError::Conflict { .. }) => Err(ApiError::already_exists(r.group, r.plural, &name)),
-        Err(e) => Err(e.into()),
+}
+
+/// Creates `object`, and the reservation of `ip` with it. The only 422 it returns is `ip` being
+/// held by another Service.
+async fn write_new(
+    state: &ApiState,
+    r: &Resource,
+    ns: Option<&str>,
+    object: Value,
+    dry_run: bool,
+    ip: Option<std::net::Ipv4Addr>,
+) -> ApiResult<Value> {
+    let name = name_of(&object).to_string();
+    let key = r.key(ns, &name);
+    let mut writes = vec![Write::Create { key: key.clone(), value: encode(&object)? }];
+    if let Some(ip) = ip {
+        let reservation = service_ip::reservation(ip, ns.unwrap_or(""), &name, crate::gc::uid(&object));
+        writes.push(Write::Create { key: service_ip::key(ip), value: encode(&reservation)? });
+    }
+    if dry_run {
+        // Nothing is written; an address already taken is still an error.
+        return match ip {
+            Some(ip) if state.storage.get(&service_ip::key(ip)).await?.0.is_some() => {
+                Err(service_ip::already_allocated(&name, ip))
+            }
+            _ => Ok(object),
+        };
+    }
+    match (state.storage.commit(writes).await, ip) {
+        (Ok(revision), _) => Ok(with_resource_version(object, revision)),
+        (Err(StorageError::Conflict { key: k, .. }), Some(ip)) if k != key => {
+            Err(service_ip::already_allocated(&name, ip))
+        }
+        (Err(StorageError::Conflict { .. }), _) => Err(ApiError::already_exists(r.group, r.plural, &name)),
+        (Err(e), _) => Err(e.into()),
     }
 }
 
 /// Writes `object` over the version at `expected`; `None` when the key changed meanwhile.
-async fn write_over(
+pub(super) async fn write_over(
     state: &ApiState,
     r: &Resource,
     ns: Option<&str>,
@@ -363,7 +431,7 @@ async fn write_over(
 ) -> ApiResult<Option<Value>> {
     match state.storage.update(&r.key(ns, name), encode(&object)?, expected).await {
         Ok(revision) => Ok(Some(with_resource_version(object, revision))),
-        Err(StorageError::Conflict { current: None }) => Err(ApiError::not_found(r.group, r.plural, name)),
+        Err(StorageError::Conflict { current: None, .. }) => Err(ApiError::not_found(r.group, r.plural, name)),
         Err(StorageError::Conflict { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -378,7 +446,7 @@ fn requested_rv(object: &Value) -> Option<i64> {
 }
 
 /// After an update, an object being deleted whose last finalizer is gone is deleted for real.
-fn finalized(object: &Value) -> bool {
+pub(super) fn finalized(object: &Value) -> bool {
     object.pointer("/metadata/deletionTimestamp").is_some()
         && object.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty())
         && object.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) == 0
@@ -386,7 +454,7 @@ fn finalized(object: &Value) -> bool {
 
 async fn commit_update(
     state: &ApiState,
-    r: &Resource,
+    r: &'static Resource,
     ns: Option<&str>,
     name: &str,
     (old, expected): (&Value, i64),
@@ -397,25 +465,14 @@ async fn commit_update(
         return Ok(Some(if dry_run { new } else { old.clone() }));
     }
     if finalized(&new) {
-        return match state.storage.delete(&r.key(ns, name), expected).await {
-            Ok(_) => Ok(Some(new)),
-            Err(StorageError::Conflict { current: None }) => Err(ApiError::not_found(r.group, r.plural, name)),
-            Err(StorageError::Conflict { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        };
+        let removed = delete::remove(state, r, ns, name, &new, expected, &Cascade::default()).await?;
+        return Ok(removed.then_some(new));
     }
     write_over(state, r, ns, name, new, expected).await
 }
 
-async fn update(
-    state: &ApiState,
-    t: &ResourceTarget,
-    name: &str,
-    sub: Option<Subresource>,
-    q: &Query,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> ApiResult<Reply> {
+async fn update(call: &Call<'_>, name: &str, sub: Option<Subresource>) -> ApiResult<Reply> {
+    let Call { state, target: t, query: q, headers, body } = *call;
     let r = t.resource;
     let ns = namespace(t);
     let input = parse_body(headers, body)?;
@@ -489,15 +546,8 @@ async fn scale_to(
     Err(ApiError::stale(r.group, r.plural, name))
 }
 
-async fn patch(
-    state: &ApiState,
-    t: &ResourceTarget,
-    name: &str,
-    sub: Option<Subresource>,
-    q: &Query,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> ApiResult<Reply> {
+async fn patch(call: &Call<'_>, name: &str, sub: Option<Subresource>) -> ApiResult<Reply> {
+    let Call { state, target: t, query: q, headers, body } = *call;
     let r = t.resource;
     let ns = namespace(t);
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -614,195 +664,17 @@ async fn apply_create(
     object["apiVersion"] = json!(api_version);
     object["kind"] = json!(r.kind);
     let ctx = WriteCtx { resource: r, namespace: namespace(t), manager, now: state.env.now() };
-    let ip = (r.kind == "Service").then(|| cluster_ip(state));
-    let object = prepare_create(&ctx, object, &state.env.uid(), state.env.random_bytes(), ip.as_deref(), true)?;
-    ensure_namespace(state, r, namespace(t)).await?;
-    let stored = write_new(state, r, namespace(t), object, q.dry_run).await?;
+    let (uid, suffix) = (state.env.uid(), state.env.random_bytes());
+    let prepare = |ip: Option<&str>| prepare_create(&ctx, object.clone(), &uid, suffix, ip, true);
+    let stored = create_object(state, r, namespace(t), q.dry_run, prepare).await?;
     Ok(Reply::Json { code: StatusCode::CREATED, body: stored, warnings })
-}
-
-/// `DeleteOptions` from the body and the query.
-struct DeleteOptions {
-    grace: Option<i64>,
-    propagation: String,
-    uid: Option<String>,
-    resource_version: Option<String>,
-}
-
-fn delete_options(q: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
-    let b: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        json!({})
-    } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("DeleteOptions: {e}")))?
-    };
-    let propagation = b
-        .get("propagationPolicy")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .or_else(|| q.propagation_policy.clone())
-        .unwrap_or_else(|| "Background".into());
-    if !["Background", "Foreground", "Orphan"].contains(&propagation.as_str()) {
-        return Err(ApiError::bad_request(format!("propagationPolicy: Unsupported value: {propagation:?}")));
-    }
-    Ok(DeleteOptions {
-        grace: b.get("gracePeriodSeconds").and_then(Value::as_i64).or(q.grace_period_seconds),
-        propagation,
-        uid: b.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string),
-        resource_version: b.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string),
-    })
-}
-
-/// What deleting an object means right now.
-#[derive(Debug, PartialEq)]
-enum DeletePlan {
-    /// Remove the key.
-    Now,
-    /// Keep it, marked for deletion (finalizers pending, or a pod its node must stop first).
-    Mark(Value),
-}
-
-/// Decides how to delete `object` (pure). Pods bound to a node get `deletionTimestamp` and are
-/// removed when the node agent confirms (or with grace 0); objects with finalizers wait for
-/// them. Without a garbage collector yet, dependents are not cascaded: Foreground and Orphan
-/// behave like Background.
-fn plan_delete(r: &Resource, object: &Value, opts: &DeleteOptions, now: chrono::DateTime<chrono::Utc>) -> DeletePlan {
-    let finalizers = object.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
-    let on_node =
-        r.kind == "Pod" && object.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-    let default_grace = object.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
-    let grace = if on_node { opts.grace.unwrap_or(default_grace).max(0) } else { 0 };
-    if !finalizers && grace == 0 {
-        return DeletePlan::Now;
-    }
-    if object.pointer("/metadata/deletionTimestamp").is_some() && grace > 0 {
-        // Already being deleted: a second delete only shortens the grace period.
-        let mut marked = object.clone();
-        let current = object.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(grace);
-        marked["metadata"]["deletionGracePeriodSeconds"] = json!(grace.min(current));
-        return DeletePlan::Mark(marked);
-    }
-    if object.pointer("/metadata/deletionTimestamp").is_some() && !finalizers {
-        return DeletePlan::Now;
-    }
-    let mut marked = object.clone();
-    marked["metadata"]["deletionTimestamp"] = json!(meta::timestamp(now + chrono::Duration::seconds(grace)));
-    marked["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-    DeletePlan::Mark(marked)
-}
-
-async fn delete(state: &ApiState, t: &ResourceTarget, name: &str, q: &Query, body: &[u8]) -> ApiResult<Reply> {
-    let opts = delete_options(q, body)?;
-    let deleted = delete_one(state, t.resource, namespace(t), name, &opts, q.dry_run).await?;
-    let code = if deleted.pointer("/metadata/deletionTimestamp").is_some() && !q.dry_run {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    Ok(Reply::Json { code, body: deleted, warnings: Vec::new() })
-}
-
-async fn delete_one(
-    state: &ApiState,
-    r: &Resource,
-    ns: Option<&str>,
-    name: &str,
-    opts: &DeleteOptions,
-    dry_run: bool,
-) -> ApiResult<Value> {
-    for _ in 0..CAS_RETRIES {
-        let (object, revision) = read(state, r, ns, name).await?;
-        if let Some(uid) = &opts.uid {
-            let actual = object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
-            if uid != actual {
-                return Err(ApiError::conflict(
-                    r.group,
-                    r.plural,
-                    name,
-                    &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
-                ));
-            }
-        }
-        if let Some(rv) = &opts.resource_version {
-            if rv.parse::<i64>().ok() != Some(revision) {
-                return Err(ApiError::conflict(r.group, r.plural, name, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {revision}")));
-            }
-        }
-        if dry_run {
-            return Ok(object);
-        }
-        if r.plural == "namespaces" {
-            delete_namespace_contents(state, name).await?;
-        }
-        let _ = &opts.propagation;
-        match plan_delete(r, &object, opts, state.env.now()) {
-            DeletePlan::Now => match state.storage.delete(&r.key(ns, name), revision).await {
-                Ok(_) => return Ok(object),
-                Err(StorageError::Conflict { current: None }) => {
-                    return Err(ApiError::not_found(r.group, r.plural, name))
-                }
-                Err(StorageError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            },
-            DeletePlan::Mark(marked) => {
-                if let Some(stored) = write_over(state, r, ns, name, marked, revision).await? {
-                    return Ok(stored);
-                }
-            }
-        }
-    }
-    Err(ApiError::conflict(r.group, r.plural, name, "the object kept changing while being deleted"))
-}
-
-/// Deletes every namespaced object in namespace `ns` (what the namespace controller does in
-/// Kubernetes; done inline until Berth has one).
-fn delete_namespace_contents<'a>(state: &'a ApiState, ns: &'a str) -> futures::future::BoxFuture<'a, ApiResult<()>> {
-    // Boxed: deleting a namespace deletes objects, which is the same code path.
-    use futures::FutureExt;
-    async move { delete_namespace_contents_inner(state, ns).await }.boxed()
-}
-
-async fn delete_namespace_contents_inner(state: &ApiState, ns: &str) -> ApiResult<()> {
-    let opts = DeleteOptions { grace: Some(0), propagation: "Background".into(), uid: None, resource_version: None };
-    for r in registry::RESOURCES.iter().filter(|r| r.namespaced) {
-        let all = Filter { labels: LabelSelector::default(), fields: FieldSelector::default() };
-        let listed = list_objects(state, r, Some(ns), &all, &Query::default()).await?;
-        for object in listed.items {
-            match delete_one(state, r, Some(ns), name_of(&object), &opts, false).await {
-                Ok(_) => {}
-                Err(e) if e.code == 404 => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn delete_collection(state: &ApiState, t: &ResourceTarget, q: &Query, body: &[u8]) -> ApiResult<Reply> {
-    let r = t.resource;
-    let opts = delete_options(q, body)?;
-    let filter = Filter::parse(r, q)?;
-    let listed =
-        list_objects(state, r, namespace(t), &filter, &Query { limit: 0, continue_token: String::new(), ..q.clone() })
-            .await?;
-    let mut deleted = Vec::new();
-    for object in listed.items {
-        let ns = object.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string);
-        match delete_one(state, r, ns.as_deref(), name_of(&object), &opts, q.dry_run).await {
-            Ok(o) => deleted.push(o),
-            Err(e) if e.code == 404 => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(Reply::ok(
-        json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": {}, "items": deleted}),
-    ))
 }
 
 /// Used by the bootstrap: creates `object` unless it exists.
 pub async fn ensure_exists(state: &ApiState, r: &'static Resource, object: Value) -> ApiResult<()> {
     let ctx = WriteCtx { resource: r, namespace: None, manager: "berth-bootstrap", now: state.env.now() };
     let object = prepare_create(&ctx, object, &state.env.uid(), state.env.random_bytes(), None, false)?;
-    match write_new(state, r, None, object, false).await {
+    match write_new(state, r, None, object, false, None).await {
         Ok(_) => Ok(()),
         Err(e) if e.reason == "AlreadyExists" => Ok(()),
         Err(e) => Err(e),
@@ -813,28 +685,95 @@ pub async fn ensure_exists(state: &ApiState, r: &'static Resource, object: Value
 mod tests {
     use super::*;
 
-    fn opts(grace: Option<i64>) -> DeleteOptions {
-        DeleteOptions { grace, propagation: "Background".into(), uid: None, resource_version: None }
+    #[test]
+    fn protobuf_bodies_outside_the_schema_are_415_and_broken_ones_400() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, crate::protobuf::MEDIA_TYPE.parse().unwrap());
+        // An envelope naming v1 Pod, which the protobuf schema does not describe.
+        let pod = b"k8s\0\x0a\x09\x0a\x02v1\x12\x03Pod";
+        let err = parse_body(&headers, pod).unwrap_err();
+        assert_eq!((err.code, err.reason), (415, "UnsupportedMediaType"), "{err}");
+        assert!(err.message.contains("send JSON"), "{err}");
+        let err = parse_body(&headers, b"k8s\0\xff").unwrap_err();
+        assert_eq!((err.code, err.reason), (400, "BadRequest"), "{err}");
     }
 
-    #[test]
-    fn deletion_plans() {
-        let pods = registry::find("", "v1", "pods").unwrap();
-        let now = meta::parse_timestamp("2025-01-01T00:00:00Z").unwrap();
-        let unbound = json!({"metadata": {"name": "p"}, "spec": {}});
-        assert_eq!(plan_delete(pods, &unbound, &opts(None), now), DeletePlan::Now);
-        let bound = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 10}});
-        match plan_delete(pods, &bound, &opts(None), now) {
-            DeletePlan::Mark(m) => {
-                assert_eq!(m["metadata"]["deletionTimestamp"], "2025-01-01T00:00:10Z");
-                assert_eq!(m["metadata"]["deletionGracePeriodSeconds"], 10);
-            }
-            other => panic!("{other:?}"),
+    mod cluster_ips {
+        use crate::api::testing::Server;
+        use crate::env::Env;
+        use crate::service_ip;
+        use crate::storage::Storage;
+        use serde_json::{json, Value};
+
+        const SERVICES: &str = "/api/v1/namespaces/default/services";
+
+        fn service(name: &str, ip: Option<&str>) -> String {
+            json!({"metadata": {"name": name}, "spec": {"clusterIP": ip, "ports": [{"port": 80}]}}).to_string()
         }
-        assert_eq!(plan_delete(pods, &bound, &opts(Some(0)), now), DeletePlan::Now);
-        let cms = registry::find("", "v1", "configmaps").unwrap();
-        let held = json!({"metadata": {"name": "c", "finalizers": ["x"]}});
-        assert!(matches!(plan_delete(cms, &held, &opts(None), now), DeletePlan::Mark(_)));
+
+        fn ip_of(service: &Value) -> String {
+            service["spec"]["clusterIP"].as_str().unwrap_or_default().to_string()
+        }
+
+        #[tokio::test]
+        async fn a_taken_address_is_422_until_its_service_is_deleted() {
+            let server = Server::start(7).await;
+            let (code, first) = server.call("POST", SERVICES, &service("a", Some("10.96.0.10"))).await;
+            assert_eq!((code, ip_of(&first).as_str()), (201, "10.96.0.10"), "{first}");
+            let (code, err) = server.call("POST", SERVICES, &service("b", Some("10.96.0.10"))).await;
+            assert_eq!(code, 422, "{err}");
+            assert_eq!(
+                err["message"],
+                "Service \"b\" is invalid: spec.clusterIPs: Invalid value: []string{\"10.96.0.10\"}: failed to allocate IP 10.96.0.10: provided IP is already allocated"
+            );
+            let (code, err) =
+                server.call("POST", &format!("{SERVICES}?dryRun=All"), &service("b", Some("10.96.0.10"))).await;
+            assert_eq!(code, 422, "a dry run says so too: {err}");
+            assert_eq!(server.call("POST", SERVICES, &service("c", Some("10.200.0.1"))).await.0, 422);
+            assert_eq!(server.call("POST", SERVICES, &service("c", Some("nonsense"))).await.0, 422);
+            assert_eq!(server.call("DELETE", &format!("{SERVICES}/a"), "").await.0, 200);
+            assert!(!server.store.dump().contains_key("/registry/ipaddresses/10.96.0.10"), "released with its service");
+            let (code, second) = server.call("POST", SERVICES, &service("b", Some("10.96.0.10"))).await;
+            assert_eq!((code, ip_of(&second).as_str()), (201, "10.96.0.10"), "{second}");
+        }
+
+        #[tokio::test]
+        async fn a_random_pick_that_is_taken_is_replaced() {
+            let seed = 8;
+            let server = Server::start(seed).await;
+            // Replay the server's draws: the namespace's uid and name suffix, then the
+            // Service's, then its first candidate address.
+            let shadow = Env::with(server.state.env.clock.clone(), seed);
+            for _ in 0..2 {
+                let _ = shadow.uid();
+                let _: [u8; 5] = shadow.random_bytes();
+            }
+            let first = service_ip::candidate(shadow.random_bytes());
+            let second = service_ip::candidate(shadow.random_bytes());
+            let taken = service_ip::reservation(first, "elsewhere", "other", "u-other");
+            server.store.create(&service_ip::key(first), serde_json::to_vec(&taken).unwrap()).await.unwrap();
+            let (code, created) = server.call("POST", SERVICES, &service("a", None)).await;
+            assert_eq!(code, 201, "{created}");
+            assert_eq!(ip_of(&created), second.to_string());
+            assert_eq!(created["spec"]["clusterIPs"], json!([second.to_string()]));
+            let held = &server.store.dump()[&service_ip::key(second)];
+            assert_eq!(held["spec"]["parentRef"]["uid"], created["metadata"]["uid"]);
+        }
+
+        #[tokio::test]
+        async fn many_services_never_share_an_address() {
+            let server = Server::start(9).await;
+            let mut seen = std::collections::BTreeSet::new();
+            for i in 0..40 {
+                let (code, created) = server.call("POST", SERVICES, &service(&format!("s{i}"), None)).await;
+                assert_eq!(code, 201, "{created}");
+                assert!(seen.insert(ip_of(&created)), "{created}");
+            }
+            let (code, headless) = server.call("POST", SERVICES, &service("headless", Some("None"))).await;
+            assert_eq!((code, ip_of(&headless).as_str()), (201, "None"));
+            let reservations = server.store.dump().keys().filter(|k| k.starts_with("/registry/ipaddresses/")).count();
+            assert_eq!(reservations, 40);
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! verb, reads and bounds the body, and renders results and errors (`metav1.Status`). The
 //! decisions live in the pure modules; the verbs in [`handlers`] read, decide and write.
 
+pub mod delete;
 pub mod handlers;
 pub mod objects;
 pub mod request;
@@ -182,8 +183,26 @@ async fn route(
                 .map(|b| Reply::Bytes { content_type: "application/json", body: b.to_vec() })
                 .ok_or_else(|| ApiError::not_found_path(&name)),
         ),
+        Target::Resource(_) if !accepts_json(headers) => Err(ApiError::not_acceptable(
+            "only the following media types are accepted: application/json, application/json;as=Table;v=v1;g=meta.k8s.io",
+        )),
         Target::Resource(t) => handlers::handle(state, method, t, query, headers, body).await,
     }
+}
+
+/// Whether the client takes a JSON answer, which is what the API server gives. Clients that
+/// prefer protobuf (client-go's clientsets) still list JSON in `Accept`, so no answer needs
+/// protobuf; a client that accepts protobuf alone gets 406, as from kube-apiserver when it
+/// cannot serve a media type.
+fn accepts_json(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).peekable();
+    if values.peek().is_none() {
+        return true;
+    }
+    values.flat_map(|v| v.split(',')).any(|range| {
+        let media = range.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        matches!(media.as_str(), "" | "*/*" | "application/*" | "application/json")
+    })
 }
 
 /// Serves the API on `listener` until `shutdown` resolves; open watches end at shutdown.
@@ -204,9 +223,78 @@ pub async fn serve(
         .await
 }
 
+/// The API server on an in-memory store, driven request by request (unit tests of the shell).
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::env::{Clock, Env};
+    use crate::storage::memory::MemoryStorage;
+
+    struct Fixed;
+
+    impl Clock for Fixed {
+        fn now(&self) -> chrono::DateTime<chrono::Utc> {
+            crate::meta::parse_timestamp("2025-01-01T00:00:00Z").expect("a valid timestamp")
+        }
+    }
+
+    pub struct Server {
+        pub state: ApiState,
+        pub store: Arc<MemoryStorage>,
+        _stop: signal::Sender<bool>,
+    }
+
+    impl Server {
+        /// With namespace `default`; `seed` drives uids, names and cluster IPs.
+        pub async fn start(seed: u64) -> Server {
+            let store = Arc::new(MemoryStorage::default());
+            let (stop, shutdown) = signal::channel(false);
+            let state = ApiState { storage: store.clone(), env: Env::with(Arc::new(Fixed), seed), shutdown };
+            let server = Server { state, store, _stop: stop };
+            let (code, body) = server.call("POST", "/api/v1/namespaces", r#"{"metadata":{"name":"default"}}"#).await;
+            assert_eq!(code, 201, "{body}");
+            server
+        }
+
+        /// One request with a JSON body; returns the status code and the body.
+        pub async fn call(&self, method: &str, path_and_query: &str, body: &str) -> (u16, Value) {
+            let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+            let method: Method = method.parse().expect("a method");
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            let result = async {
+                let target = parse_path(path)?;
+                let query = parse_query(&form_urlencoded_pairs(query))?;
+                route(&self.state, &method, target, query, &headers, body.as_bytes()).await
+            }
+            .await;
+            match result {
+                Ok(Reply::Json { code, body, .. }) => (code.as_u16(), body),
+                Ok(_) => (200, Value::Null),
+                Err(e) => (e.code, e.status()),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_negotiation() {
+        let with = |accept: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT, HeaderValue::from_str(accept).unwrap());
+            accepts_json(&h)
+        };
+        assert!(accepts_json(&HeaderMap::new()));
+        assert!(with("application/vnd.kubernetes.protobuf,application/json"));
+        assert!(with("application/json;as=Table;v=v1;g=meta.k8s.io,application/json"));
+        assert!(with("application/vnd.kubernetes.protobuf, */*"));
+        assert!(!with("application/vnd.kubernetes.protobuf"));
+        assert!(!with("application/yaml"));
+    }
 
     #[test]
     fn query_decoding() {

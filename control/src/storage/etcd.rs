@@ -2,12 +2,12 @@
 //! cluster or a real etcd. Writes are single Txns (compare on `create_revision`/`mod_revision`,
 //! read the key back on failure) — the pattern kube-apiserver uses with etcd.
 
-use super::{prefix_end, Change, Entry, Page, Revision, Storage, StorageError, WatchBatch, WatchStream};
+use super::{prefix_end, Change, Entry, Page, Revision, Storage, StorageError, WatchBatch, WatchStream, Write};
 use berth_proto::etcdserverpb::kv_client::KvClient;
 use berth_proto::etcdserverpb::watch_client::WatchClient;
 use berth_proto::etcdserverpb::{
-    compare, request_op, response_op, watch_request, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
-    TxnRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
+    compare, request_op, response_op, watch_request, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
+    RangeResponse, RequestOp, TxnRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
 };
 use berth_proto::mvccpb;
 use futures::future::BoxFuture;
@@ -47,40 +47,82 @@ impl EtcdStorage {
     }
 
     async fn txn(&self, request: TxnRequest) -> Result<berth_proto::etcdserverpb::TxnResponse, StorageError> {
-        let mut kv = self.kv.clone();
-        let response = tokio::time::timeout(CALL_TIMEOUT, kv.txn(request))
-            .await
-            .map_err(|_| StorageError::Unavailable("timed out waiting for the store".into()))?
-            .map_err(map_status)?;
-        Ok(response.into_inner())
+        bounded(self.kv.clone().txn(request)).await
     }
 
-    /// Runs `success` if `compare` holds; otherwise reads the key back as the conflict.
-    async fn cas(&self, key: &str, compare: Compare, success: request_op::Request) -> Result<Revision, StorageError> {
-        let read =
-            request_op::Request::RequestRange(RangeRequest { key: key.as_bytes().to_vec(), ..Default::default() });
-        let response = self
-            .txn(TxnRequest {
-                compare: vec![compare],
-                success: vec![RequestOp { request: Some(success) }],
-                failure: vec![RequestOp { request: Some(read) }],
-            })
-            .await?;
-        let revision = response.header.map(|h| h.revision).unwrap_or_default();
-        if response.succeeded {
-            return Ok(revision);
-        }
-        let current = response
-            .responses
-            .into_iter()
-            .find_map(|r| match r.response {
-                Some(response_op::Response::ResponseRange(range)) => Some(range.kvs),
-                _ => None,
-            })
-            .and_then(|kvs| kvs.into_iter().next())
-            .map(entry);
-        Err(StorageError::Conflict { current })
+    async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StorageError> {
+        bounded(self.kv.clone().range(request)).await
     }
+
+    /// One Txn: every write's compare, every write if they all hold; otherwise every key is
+    /// read back so the conflict can name the write that failed.
+    async fn commit_writes(&self, writes: Vec<Write>) -> Result<Revision, StorageError> {
+        let compares = writes.iter().map(condition).collect();
+        let reads = writes
+            .iter()
+            .map(|w| RequestOp {
+                request: Some(request_op::Request::RequestRange(RangeRequest {
+                    key: w.key().as_bytes().to_vec(),
+                    ..Default::default()
+                })),
+            })
+            .collect();
+        let ops = writes.iter().map(|w| RequestOp { request: Some(operation(w)) }).collect();
+        let response = self.txn(TxnRequest { compare: compares, success: ops, failure: reads }).await?;
+        if response.succeeded {
+            return Ok(response.header.map(|h| h.revision).unwrap_or_default());
+        }
+        let currents = response.responses.into_iter().map(|r| match r.response {
+            Some(response_op::Response::ResponseRange(range)) => range.kvs.into_iter().next().map(entry),
+            _ => None,
+        });
+        let failed = writes.iter().zip(currents).find(|(w, current)| !w.holds(current.as_ref()));
+        Err(match failed {
+            Some((w, current)) => StorageError::Conflict { key: w.key().to_string(), current },
+            // Every condition holds now: another write came and went in between.
+            None => StorageError::Conflict {
+                key: writes.first().map(|w| w.key().to_string()).unwrap_or_default(),
+                current: None,
+            },
+        })
+    }
+}
+
+fn condition(write: &Write) -> Compare {
+    let (target, union) = match write {
+        Write::Create { .. } => (compare::CompareTarget::Create, compare::TargetUnion::CreateRevision(0)),
+        Write::Update { expected, .. } | Write::Delete { expected, .. } => {
+            (compare::CompareTarget::Mod, compare::TargetUnion::ModRevision(*expected))
+        }
+    };
+    compare(write.key(), target, union)
+}
+
+fn operation(write: &Write) -> request_op::Request {
+    match write {
+        Write::Create { key, value } | Write::Update { key, value, .. } => {
+            request_op::Request::RequestPut(PutRequest {
+                key: key.as_bytes().to_vec(),
+                value: value.clone(),
+                ..Default::default()
+            })
+        }
+        Write::Delete { key, .. } => request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// A unary store call within [`CALL_TIMEOUT`], its status mapped to a storage error.
+async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, StorageError> {
+    let response = tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .map_err(|_| StorageError::Unavailable("timed out waiting for the store".into()))?
+        .map_err(map_status)?;
+    Ok(response.into_inner())
 }
 
 fn entry(kv: mvccpb::KeyValue) -> Entry {
@@ -119,12 +161,7 @@ impl Storage for EtcdStorage {
     fn get(&self, key: &str) -> BoxFuture<'_, Result<(Option<Entry>, Revision), StorageError>> {
         let request = RangeRequest { key: key.as_bytes().to_vec(), ..Default::default() };
         async move {
-            let mut kv = self.kv.clone();
-            let response = tokio::time::timeout(CALL_TIMEOUT, kv.range(request))
-                .await
-                .map_err(|_| StorageError::Unavailable("timed out waiting for the store".into()))?
-                .map_err(map_status)?
-                .into_inner();
+            let response = self.range(request).await?;
             let revision = response.header.map(|h| h.revision).unwrap_or_default();
             Ok((response.kvs.into_iter().next().map(entry), revision))
         }
@@ -147,12 +184,7 @@ impl Storage for EtcdStorage {
             ..Default::default()
         };
         async move {
-            let mut kv = self.kv.clone();
-            let response = tokio::time::timeout(CALL_TIMEOUT, kv.range(request))
-                .await
-                .map_err(|_| StorageError::Unavailable("timed out waiting for the store".into()))?
-                .map_err(map_status)?
-                .into_inner();
+            let response = self.range(request).await?;
             let header_revision = response.header.map(|h| h.revision).unwrap_or_default();
             Ok(Page {
                 entries: response.kvs.into_iter().map(entry).collect(),
@@ -164,30 +196,8 @@ impl Storage for EtcdStorage {
         .boxed()
     }
 
-    fn create(&self, key: &str, value: Vec<u8>) -> BoxFuture<'_, Result<Revision, StorageError>> {
-        let cmp = compare(key, compare::CompareTarget::Create, compare::TargetUnion::CreateRevision(0));
-        let put =
-            request_op::Request::RequestPut(PutRequest { key: key.as_bytes().to_vec(), value, ..Default::default() });
-        let key = key.to_string();
-        async move { self.cas(&key, cmp, put).await }.boxed()
-    }
-
-    fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> BoxFuture<'_, Result<Revision, StorageError>> {
-        let cmp = compare(key, compare::CompareTarget::Mod, compare::TargetUnion::ModRevision(expected));
-        let put =
-            request_op::Request::RequestPut(PutRequest { key: key.as_bytes().to_vec(), value, ..Default::default() });
-        let key = key.to_string();
-        async move { self.cas(&key, cmp, put).await }.boxed()
-    }
-
-    fn delete(&self, key: &str, expected: Revision) -> BoxFuture<'_, Result<Revision, StorageError>> {
-        let cmp = compare(key, compare::CompareTarget::Mod, compare::TargetUnion::ModRevision(expected));
-        let del = request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-            key: key.as_bytes().to_vec(),
-            ..Default::default()
-        });
-        let key = key.to_string();
-        async move { self.cas(&key, cmp, del).await }.boxed()
+    fn commit(&self, writes: Vec<Write>) -> BoxFuture<'_, Result<Revision, StorageError>> {
+        async move { self.commit_writes(writes).await }.boxed()
     }
 
     fn watch(&self, prefix: &str, after: Revision) -> BoxFuture<'_, Result<WatchStream, StorageError>> {

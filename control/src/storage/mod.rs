@@ -4,6 +4,8 @@
 //! a remote Berth cluster or on a real etcd.
 
 pub mod etcd;
+#[cfg(test)]
+pub mod memory;
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -46,11 +48,39 @@ pub struct WatchBatch {
 
 pub type WatchStream = BoxStream<'static, Result<WatchBatch, StorageError>>;
 
+/// One conditional write of a [`Storage::commit`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Write `key` only if it does not exist.
+    Create { key: String, value: Vec<u8> },
+    /// Write `key` only if its mod revision is still `expected`.
+    Update { key: String, value: Vec<u8>, expected: Revision },
+    /// Delete `key` only if its mod revision is still `expected`.
+    Delete { key: String, expected: Revision },
+}
+
+impl Write {
+    pub fn key(&self) -> &str {
+        match self {
+            Write::Create { key, .. } | Write::Update { key, .. } | Write::Delete { key, .. } => key,
+        }
+    }
+
+    /// Whether the condition holds for what the key holds now (`None`: missing).
+    pub fn holds(&self, current: Option<&Entry>) -> bool {
+        match (self, current) {
+            (Write::Create { .. }, current) => current.is_none(),
+            (Write::Update { expected, .. } | Write::Delete { expected, .. }, Some(e)) => e.mod_revision == *expected,
+            (_, None) => false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StorageError {
-    /// A compare-and-swap failed; `current` is what the key holds now.
+    /// A compare-and-swap failed on `key`; `current` is what that key holds now.
     #[error("the object was modified concurrently")]
-    Conflict { current: Option<Entry> },
+    Conflict { key: String, current: Option<Entry> },
     #[error("required revision has been compacted (compacted at {compact_revision})")]
     Compacted { compact_revision: Revision },
     #[error("required revision is a future revision")]
@@ -75,12 +105,22 @@ pub trait Storage: Send + Sync + 'static {
         limit: i64,
         revision: Revision,
     ) -> BoxFuture<'_, Result<Page, StorageError>>;
+    /// Applies every write, atomically and at one revision, if every condition holds; else
+    /// nothing, and the error names the first write whose condition failed. Returns the new
+    /// revision. Keys must be distinct.
+    fn commit(&self, writes: Vec<Write>) -> BoxFuture<'_, Result<Revision, StorageError>>;
     /// Writes `key` only if it does not exist; returns the new revision.
-    fn create(&self, key: &str, value: Vec<u8>) -> BoxFuture<'_, Result<Revision, StorageError>>;
+    fn create(&self, key: &str, value: Vec<u8>) -> BoxFuture<'_, Result<Revision, StorageError>> {
+        self.commit(vec![Write::Create { key: key.to_string(), value }])
+    }
     /// Writes `key` only if its mod revision is still `expected`; returns the new revision.
-    fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> BoxFuture<'_, Result<Revision, StorageError>>;
+    fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> BoxFuture<'_, Result<Revision, StorageError>> {
+        self.commit(vec![Write::Update { key: key.to_string(), value, expected }])
+    }
     /// Deletes `key` only if its mod revision is still `expected`; returns the new revision.
-    fn delete(&self, key: &str, expected: Revision) -> BoxFuture<'_, Result<Revision, StorageError>>;
+    fn delete(&self, key: &str, expected: Revision) -> BoxFuture<'_, Result<Revision, StorageError>> {
+        self.commit(vec![Write::Delete { key: key.to_string(), expected }])
+    }
     /// Streams every change under `prefix` with a revision greater than `after`, plus progress
     /// notifications. The first item is an error if `after` is compacted.
     fn watch(&self, prefix: &str, after: Revision) -> BoxFuture<'_, Result<WatchStream, StorageError>>;

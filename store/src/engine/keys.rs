@@ -1,10 +1,9 @@
 //! The layout of the engine's single key space. Integers are big-endian so that byte order is
-//! numeric order and range scans walk logs and revisions in sequence.
+//! numeric order and range scans walk revisions in sequence. (The Raft log is not here: it has
+//! its own segments, see [`super::segments`].)
 
 use crate::ids::{LeaseId, Revision};
 
-/// Raft log entries by index.
-pub const LOG: u8 = b'l';
 /// Stored MVCC events by (revision, sub).
 pub const EVENT: u8 = b'r';
 /// Leases by id.
@@ -12,20 +11,7 @@ pub const LEASE: u8 = b's';
 /// Single metadata records.
 pub const META: u8 = b'm';
 
-pub const VOTE: &[u8] = b"mvote";
-pub const LAST_PURGED: &[u8] = b"mpurged";
-pub const COMMITTED: &[u8] = b"mcommitted";
 pub const STATE_MACHINE: &[u8] = b"mstate";
-
-pub fn log(index: u64) -> Vec<u8> {
-    let mut k = vec![LOG];
-    k.extend_from_slice(&index.to_be_bytes());
-    k
-}
-
-pub fn log_index(key: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(key.get(1..9)?.try_into().ok()?))
-}
 
 pub fn event(revision: Revision, sub: u32) -> Vec<u8> {
     let mut k = vec![EVENT];

@@ -1,15 +1,18 @@
-//! Where the store's bytes become durable. One ordered key space per member holds the Raft log,
-//! the vote and the state machine (prefixes in [`keys`]), so a single atomic batch can update
-//! data together with the metadata that describes it. Snapshots are blobs beside it.
+//! Where the store's bytes become durable. One ordered key space per member holds the state
+//! machine (prefixes in [`keys`]), so a single atomic batch can update data together with the
+//! metadata that describes it. Beside it: the Raft log in append-only [`segments`], and
+//! snapshots as blobs.
 //!
 //! Production uses [`SledEngine`]; the simulation and unit tests use [`MemoryEngine`], which
 //! survives a simulated crash and loses exactly what was not synced.
 
 pub mod keys;
 mod memory;
+pub mod segments;
 mod sled_engine;
 
-pub use memory::MemoryEngine;
+pub use memory::{MemoryEngine, MemorySegments};
+pub use segments::{FileSegments, SegmentStore};
 pub use sled_engine::{write_file_durably, SledEngine};
 
 use std::sync::Arc;
@@ -50,6 +53,11 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+
+    /// The number of writes in the batch.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
 }
 
 pub trait Engine: Send + Sync + 'static {
@@ -72,8 +80,12 @@ pub trait Engine: Send + Sync + 'static {
 
     fn read_blob(&self, name: &str) -> EngineResult<Option<Vec<u8>>>;
 
-    /// Bytes used on disk (for `Status.dbSize`).
+    /// Bytes the key-value database takes on disk (`Status.dbSize`: as in etcd, the backend
+    /// database, not the log or snapshots).
     fn size_on_disk(&self) -> u64;
+
+    /// The log segments kept beside the key space (see [`segments`]).
+    fn segments(&self) -> Arc<dyn SegmentStore>;
 }
 
 pub type SharedEngine = Arc<dyn Engine>;

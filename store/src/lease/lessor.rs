@@ -12,7 +12,7 @@ use super::id_gen::IdGen;
 use super::peer::{self, PeerReply, PeerRequest, Reply, TimeToLive};
 use super::table::{DeadlineTable, Renewal};
 use crate::error::{StoreError, StoreResult};
-use crate::ids::{LeaseId, MemberId, Revision};
+use crate::ids::{Leadership, LeaseId, MemberId, Revision};
 use crate::member::{Inner, Member};
 use crate::mvcc::{Command, Mvcc, Output};
 use crate::raft::network::ForwardError;
@@ -84,13 +84,16 @@ pub struct Lessor {
     task: Mutex<Option<Task>>,
 }
 
-/// The term in which this member leads *and* has applied an entry of its own term. Only then
-/// has it applied every grant and revoke earlier leaders committed, so its view of which
-/// leases exist is complete (etcd promotes its lessor at the same point).
+/// The term in which this member leads *and* has applied an entry of its own leadership. Only
+/// then has it applied every grant and revoke earlier leaders committed (expiries they decided
+/// included, see [`super::fence`]), so its view of which leases exist is complete (etcd
+/// promotes its lessor at the same point). The whole leader id is compared, not just the term:
+/// with openraft's default leader ids another member may have led the same term before.
 fn leading_term(raft: &Raft, me: MemberId) -> Option<u64> {
     let m = raft.metrics();
     let m = m.borrow();
-    let caught_up = m.last_applied.is_some_and(|applied| applied.leader_id.term == m.current_term);
+    let mine = openraft::CommittedLeaderId::new(m.current_term, me.0);
+    let caught_up = m.last_applied.is_some_and(|applied| applied.leader_id == mine);
     (m.state == ServerState::Leader && m.current_leader == Some(me.0) && caught_up).then_some(m.current_term)
 }
 
@@ -331,18 +334,19 @@ impl Lessor {
         }))
     }
 
-    /// Expired leases to revoke now, at most [`MAX_REVOKES_PER_TICK`]; none unless this member
-    /// leads. Also brings the table in line with the replicated leases.
-    fn due(&self, member: &Member) -> Vec<LeaseId> {
+    /// Expired leases to revoke now, at most [`MAX_REVOKES_PER_TICK`], with the leadership that
+    /// decided it (their revokes hold only in that leader's own entries); `None` unless this
+    /// member leads. Also brings the table in line with the replicated leases.
+    fn due(&self, member: &Member) -> Option<(Leadership, Vec<LeaseId>)> {
         let Some(term) = leading_term(member.raft(), self.me) else {
             self.demote();
-            return Vec::new();
+            return None;
         };
         let now = self.clock.now();
         let state = member.kv().read();
         let mut p = self.table_for(term, &state.mvcc, now);
         p.table.sync(leases_of(&state.mvcc), now);
-        p.table.expired(now, MAX_REVOKES_PER_TICK)
+        Some((Leadership { term, leader: self.me }, p.table.expired(now, MAX_REVOKES_PER_TICK)))
     }
 
     /// Records how the revokes handed out by [`due`](Self::due) ended.
@@ -352,6 +356,12 @@ impl Lessor {
             match outcome {
                 // Revoked, by us or (LeaseNotFound) by a client just before.
                 Ok(_) | Err(StoreError::LeaseNotFound) => p.table.remove(id),
+                // Fenced: the proposal reached the log only after this leadership ended. Whoever
+                // leads now judges the lease by its own deadlines.
+                Err(StoreError::LeaderChanged) => {
+                    tracing::info!(lease = %format!("{:x}", id.0), "expiry refused: the leader changed");
+                    p.table.revoke_failed(id);
+                }
                 Err(e) => {
                     tracing::warn!(lease = %format!("{:x}", id.0), "revoking an expired lease failed, will retry: {e}");
                     p.table.revoke_failed(id);
@@ -403,14 +413,14 @@ async fn run(lessor: Arc<Lessor>, member: Weak<Inner>, raft: Raft, mut stop: wat
         }
         let Some(inner) = member.upgrade() else { break };
         let member = Member { inner };
-        let due = lessor.due(&member);
-        if due.is_empty() {
+        let Some((decided_by, due)) = lessor.due(&member).filter(|(_, due)| !due.is_empty()) else {
             continue;
-        }
+        };
         tracing::info!(count = due.len(), "revoking expired leases");
         // Proposed together, so group commit puts them in one Raft entry; each is still its own
         // revision, deleting its lease's keys atomically.
-        let revokes = futures::future::join_all(due.iter().map(|id| member.propose(Command::LeaseRevoke { id: *id })));
+        let expire = |id: &LeaseId| member.propose(Command::LeaseExpire { id: *id, decided_by });
+        let revokes = futures::future::join_all(due.iter().map(expire));
         let outcomes = tokio::select! {
             _ = stop.changed() => break,
             outcomes = revokes => outcomes,

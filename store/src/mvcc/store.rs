@@ -5,11 +5,17 @@
 
 use super::types::*;
 use crate::error::{StoreError, StoreResult};
-use crate::ids::{LeaseId, Revision};
+use crate::ids::{Leadership, LeaseId, Revision};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A command that changes the store; one Raft proposal carries a batch of them.
+///
+/// `LeaseExpire` is the revoke of a lease whose deadline passed, as the lessor of the leader
+/// `decided_by` decided. Unlike a client's `LeaseRevoke` it holds only in an entry that same
+/// leader appended (a later leader may have renewed the lease since): the state machine admits
+/// it through [`crate::lease::fence::apply`], which knows the entry's leader. It comes last, so
+/// that the encoding of the other commands, persisted in logs, does not change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     Put(PutRequest),
@@ -18,6 +24,7 @@ pub enum Command {
     Compact { revision: Revision },
     LeaseGrant { id: LeaseId, ttl: i64 },
     LeaseRevoke { id: LeaseId },
+    LeaseExpire { id: LeaseId, decided_by: Leadership },
 }
 
 /// What an applied command answers, next to the store revision its response header carries.
@@ -309,6 +316,9 @@ impl Mvcc {
                 self.journal.leases_revoked.push(*id);
                 Ok(self.finish(w, Output::LeaseRevoke))
             }
+            // Only the fence can admit an expiry (it knows which leader appended the entry);
+            // one that reaches the key space unadmitted changes nothing.
+            Command::LeaseExpire { .. } => Err(StoreError::LeaderChanged),
         }
     }
 

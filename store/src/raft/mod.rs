@@ -1,4 +1,4 @@
-//! openraft adapters: durable log storage, the state machine over the MVCC store, and the peer
+//! openraft adapters: the write-ahead log and durable log storage over it, the state machine over the MVCC store, and the peer
 //! transport (client and server side).
 
 pub mod log_store;
@@ -6,5 +6,6 @@ pub mod network;
 pub mod state_machine;
 pub mod transport;
 pub mod types;
+pub mod wal;
 
 pub use types::*;

@@ -1,6 +1,13 @@
 //! The Raft state machine: applies committed entries to the MVCC store and persists what changed
 //! in the same engine batch as the applied log id, membership and revisions, so they can never
 //! disagree after a crash. Snapshots are the store's retained history at the applied index.
+//!
+//! Persisting is deferred, as etcd's backend does it: the changes of many applied entries are
+//! gathered and written as one batch every [`PERSIST_INTERVAL`] or [`PERSIST_OPS`] writes, and
+//! that write is not synced. Nothing acknowledged depends on it: committed entries are durable
+//! in a quorum's logs, a restarted member re-applies the entries after the persisted applied
+//! index, and before entries are purged from the log the snapshot that covers them is durable
+//! (and installed at start-up when it is newer than the persisted state).
 
 use super::types::*;
 use crate::codec;
@@ -65,9 +72,17 @@ fn io_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
     StorageIOError::new(ErrorSubject::StateMachine, verb, openraft::AnyError::error(e.to_string())).into()
 }
 
+/// How long applied changes may wait before they are written to the engine.
+pub const PERSIST_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// How many gathered writes make the engine write happen sooner.
+pub const PERSIST_OPS: usize = 10_000;
+
 pub struct StateMachine {
     shared: Arc<KvState>,
     engine: SharedEngine,
+    /// Changes applied but not yet written to the engine, oldest first.
+    unpersisted: Batch,
+    last_persisted: tokio::time::Instant,
 }
 
 impl StateMachine {
@@ -84,7 +99,12 @@ impl StateMachine {
         }
         let (applied_tx, _) = watch::channel(state.mvcc.revision());
         let hub = WatchHub::new(state.mvcc.revision(), WatchConfig::default());
-        Ok(StateMachine { shared: Arc::new(KvState { state: RwLock::new(state), applied_tx, watch: hub }), engine })
+        Ok(StateMachine {
+            shared: Arc::new(KvState { state: RwLock::new(state), applied_tx, watch: hub }),
+            engine,
+            unpersisted: Batch::default(),
+            last_persisted: tokio::time::Instant::now(),
+        })
     }
 
     pub fn shared(&self) -> Arc<KvState> {
@@ -202,7 +222,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let mut responses = Vec::new();
-        let mut batch = Batch::default();
         let revision = {
             let mut state = self.shared.state.write().expect("state lock poisoned");
             for entry in entries {
@@ -211,7 +230,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let result = match entry.payload {
                     EntryPayload::Blank => ProposalResult::default(),
                     EntryPayload::Normal(proposal) => {
-                        ProposalResult { results: proposal.commands.iter().map(|c| state.mvcc.apply(c)).collect() }
+                        // Through the fence: a lease expiry holds only in its deciding leader's entry.
+                        let apply = |c| crate::lease::fence::apply(&mut state.mvcc, c, &log_id.leader_id);
+                        ProposalResult { results: proposal.commands.iter().map(apply).collect() }
                     }
                     EntryPayload::Membership(m) => {
                         state.membership = StoredMembership::new(Some(log_id), m);
@@ -221,12 +242,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 responses.push(result);
             }
             let journal = state.mvcc.take_journal();
-            journal_batch(&journal, &mut batch).map_err(|e| io_err(ErrorVerb::Write, e))?;
-            batch.put(keys::STATE_MACHINE.to_vec(), meta_record(&state).map_err(|e| io_err(ErrorVerb::Write, e))?);
-            // Persist while holding the lock so persisted order equals applied order.
-            self.engine.write(batch).map_err(|e| io_err(ErrorVerb::Write, e))?;
-            // Watchers see a batch only once it is durable, and before the lock is released, so
-            // that any reader of the state finds the watch hub at the same revision.
+            journal_batch(&journal, &mut self.unpersisted).map_err(|e| io_err(ErrorVerb::Write, e))?;
+            if self.unpersisted.len() >= PERSIST_OPS || self.last_persisted.elapsed() >= PERSIST_INTERVAL {
+                // Written while holding the lock, so persisted order equals applied order.
+                let mut batch = std::mem::take(&mut self.unpersisted);
+                batch.put(keys::STATE_MACHINE.to_vec(), meta_record(&state).map_err(|e| io_err(ErrorVerb::Write, e))?);
+                self.engine.write(batch).map_err(|e| io_err(ErrorVerb::Write, e))?;
+                self.last_persisted = tokio::time::Instant::now();
+            }
+            // Watchers see a batch once it is committed (durable on a quorum's logs), and
+            // before the lock is released, so that any reader of the state finds the watch hub
+            // at the same revision.
             let events = journal.events.into_iter().map(|e| e.event).collect();
             self.shared.watch.publish(state.mvcc.revision(), events);
             state.mvcc.revision()
@@ -251,6 +277,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let body: SnapshotBody = codec::open(&data).map_err(|e| io_err(ErrorVerb::Read, e))?;
         tracing::info!(snapshot = %meta.snapshot_id, revision = %body.revision, bytes = data.len(), "installing snapshot");
+        // The snapshot replaces the state those changes were made to.
+        self.unpersisted = Batch::default();
         persist_snapshot(&self.engine, meta, &body).map_err(|e| io_err(ErrorVerb::Write, e))?;
         let blob = codec::seal(&(meta, &data)).map_err(|e| io_err(ErrorVerb::Write, e))?;
         self.engine.write_blob(SNAPSHOT_BLOB, &blob).map_err(|e| io_err(ErrorVerb::Write, e))?;

@@ -50,8 +50,7 @@ struct KeepAliveStream {
 
 impl LeaseClient {
     pub async fn run(mut self, shared: Arc<Shared>) {
-        let members = self.cluster.len();
-        let mut member = self.id as usize % members;
+        let mut member = self.cluster.first(self.id);
         let mut n = 0;
         while shared.now() < self.until {
             n += 1;
@@ -60,7 +59,7 @@ impl LeaseClient {
                 shared.lock().leases.push(record);
             } else {
                 self.cluster.reset(member);
-                member = (member + 1) % members;
+                member = self.cluster.after(member);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -68,8 +67,7 @@ impl LeaseClient {
 
     fn move_on(&mut self, member: &mut usize) {
         self.cluster.reset(*member);
-        let members = self.cluster.len();
-        *member = (*member + 1 + self.rng.gen_range(0..members - 1)) % members;
+        *member = self.cluster.other(*member, &mut self.rng);
     }
 
     /// One lease from grant to gone; `None` if it could not even be granted.

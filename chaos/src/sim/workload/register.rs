@@ -37,14 +37,13 @@ pub struct RegisterClient {
 
 impl RegisterClient {
     pub async fn run(mut self, shared: Arc<Shared>) {
-        let members = self.cluster.len();
-        let mut home = self.id as usize % members;
+        let mut home = self.cluster.first(self.id);
         let mut written = 0u64;
         // What this client last saw each key hold: the expected value of its next CAS.
         let mut last: BTreeMap<Key, Option<Value>> = BTreeMap::new();
         while shared.now() < self.until {
             if self.rng.gen_bool(0.05) {
-                home = self.rng.gen_range(0..members);
+                home = self.cluster.any(&mut self.rng);
             }
             let generation = shared.now() / GENERATION_MS;
             let key = Key::from(format!("r/{generation}/{}", self.rng.gen_range(0..self.keys)));
@@ -86,7 +85,7 @@ impl RegisterClient {
                 Err(e) => {
                     // The connection may be stalled, and the member cut off: try elsewhere.
                     self.cluster.reset(home);
-                    home = (home + 1 + self.rng.gen_range(0..members - 1)) % members;
+                    home = self.cluster.other(home, &mut self.rng);
                     tokio::time::sleep(Duration::from_millis(BACKOFF_MS)).await;
                     match e {
                         CallError::Failed(_) => Outcome::Failed,

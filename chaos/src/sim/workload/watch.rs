@@ -14,7 +14,6 @@ use crate::sim::record::Shared;
 use crate::watch_check::{KeyRange, WatchIncarnation, WatcherRecord};
 use berth_proto::etcdserverpb as pb;
 use rand::rngs::StdRng;
-use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -43,8 +42,7 @@ pub struct Watcher {
 
 impl Watcher {
     pub async fn run(mut self, shared: Arc<Shared>) {
-        let members = self.cluster.len();
-        let mut member = self.id as usize % members;
+        let mut member = self.cluster.first(self.id);
         let mut record =
             WatcherRecord { id: self.id, range: self.range.clone(), prev_kv: self.prev_kv, incarnations: Vec::new() };
         let mut next_start = 1;
@@ -58,7 +56,7 @@ impl Watcher {
                 record.incarnations.push(incarnation);
             }
             self.cluster.reset(member);
-            member = (member + 1 + self.rng.gen_range(0..members - 1)) % members;
+            member = self.cluster.other(member, &mut self.rng);
             tokio::time::sleep(Duration::from_millis(BACKOFF_MS)).await;
         }
         shared.lock().watchers.push(record);

@@ -8,6 +8,11 @@ use berth_store::server::ServerConfig;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// mimalloc instead of glibc's malloc: under load, allocation was a third of a member's
+/// user-space CPU with glibc; mimalloc cut a 3-member cluster's CPU per put by 3-14% (two runs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "berth",

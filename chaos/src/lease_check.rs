@@ -38,8 +38,17 @@
 //!   instant at or after the invoke).
 //! - **Renewed after expiry**: a keep-alive sent after `G` that was answered "renewed".
 //!
-//! `early_tolerance` absorbs lease-clock skew the scenario injects (0 without skew);
-//! `late_tolerance` absorbs the expiry scan interval, the revoke's commit latency and skew.
+//! `early_tolerance` absorbs lease-clock skew the scenario injects (0 without skew): a leader
+//! measures a deadline between two readings of its own lease clock, so a lease may end early by
+//! as much as that clock's offset *rose* between them — and skews add up: a clock set back by
+//! `a` during the renewal and ahead by `b` at the expiry ends the lease `a + b` early, which is
+//! the documented behaviour of a lessor whose clock runs fast, not a store bug. So it is the
+//! largest rise of a lease clock's offset over the run, not the largest single skew.
+//! `late_tolerance` absorbs the expiry scan interval, the revoke's commit latency, the largest
+//! fall of a lease clock's offset, and the longest time the cluster could not commit (a
+//! revoke is a Raft write: while nothing commits, the keys of an expired lease stay). The
+//! harness takes the latter as observed, not from the faults' lengths: a connection a fault
+//! stalled can stay stalled after the fault ends.
 //! Observations of a key are only informative once the put that attached it has completed.
 
 use crate::history::{Key, Tick};
@@ -358,6 +367,32 @@ mod tests {
         let mut l = lease(vec![]);
         l.keep_alives.push(KeepAlive { sent: 29, acked: 30, renewed: true });
         assert_eq!(kinds(&check(l, vec![], OPTIONS)), vec![LeaseViolationKind::RenewedAfterExpiry]);
+    }
+
+    #[test]
+    fn skews_that_add_up_excuse_an_early_expiry_of_their_sum_only() {
+        // Seed 2023 of mixed-3: renewed (sent 9438) while the leader's lease clock was set back
+        // 1447 ms, found expired at 10815 once it ran 339 ms ahead: 1786 ms early in all.
+        let l = LeaseRecord {
+            id: 7,
+            ttl: 3_000,
+            grant: Span { invoke: 7_969, complete: 7_986 },
+            keep_alives: vec![
+                KeepAlive { sent: 9_438, acked: 9_448, renewed: true },
+                KeepAlive { sent: 10_815, acked: 10_849, renewed: false },
+            ],
+            revoke: None,
+            keys: vec![LeaseKey {
+                key: "k".into(),
+                put: Span { invoke: 7_986, complete: 7_990 },
+                observations: vec![KeyObservation { invoke: 10_850, complete: 10_869, present: false }],
+            }],
+        };
+        let options = LeaseOptions { failover_extension: 900, early_tolerance: 1_786, late_tolerance: 5_000 };
+        assert!(check(l.clone(), vec![], options).is_ok());
+        // Allowing only the largest single skew rejects it.
+        let r = check(l, vec![], LeaseOptions { early_tolerance: 1_447, ..options });
+        assert_eq!(kinds(&r), vec![LeaseViolationKind::ReportedGoneWhileAlive, LeaseViolationKind::DeletedWhileAlive]);
     }
 
     #[test]

@@ -39,8 +39,19 @@ impl SimClock {
 
     /// Called by the harness after every step.
     pub fn advance(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        let now = self.0.fetch_add(1, Ordering::Relaxed) + 1;
+        LOG_TICK.store(now, Ordering::Relaxed);
     }
+}
+
+/// The tick of the latest step of any simulation in this process, for stamping log lines with
+/// the checkers' time (turmoil's host timers do not match it). Only meaningful while one
+/// simulation runs, as in the `berth-chaos` binary.
+static LOG_TICK: AtomicU64 = AtomicU64::new(0);
+
+/// See [`LOG_TICK`].
+pub fn log_tick() -> Tick {
+    LOG_TICK.load(Ordering::Relaxed)
 }
 
 /// Why a call has no answer.

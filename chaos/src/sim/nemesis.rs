@@ -328,17 +328,41 @@ fn schedule_of(seed: u64, kinds: &[FaultKind], members: usize, params: &Params) 
     faults
 }
 
-/// The largest forward jump any member's lease clock makes under `faults` (skews start from
-/// and return to 0, and never overlap on one track): leases may expire that much early.
-pub fn max_forward_skew(faults: &[Fault]) -> Tick {
-    faults
+/// How far a lease clock can move against real time between two readings under `faults`:
+/// `(forward, backward)`, the largest rise and the largest fall of its offset.
+///
+/// A leader sets a deadline by one reading of its lease clock (renewal at `t1`: deadline
+/// `t1 + o(t1) + TTL` on its clock) and expires the lease when a later reading passes it, so the
+/// lease ends `o(t2) − o(t1)` early when the offset `o` rose in between, and late by what it
+/// fell. A skew is not a single jump from 0: one member skewed −a and later +b (two faults of the
+/// clock track) moves its clock forward by a + b between a renewal during the first fault and an
+/// expiry during the second. Skews start from and return to 0, never overlap (one track), and
+/// are resolved to members only when they start (membership changes), so all of them are taken
+/// as one offset timeline `0, s1, 0, s2, 0, …`: every member's own timeline is a subsequence of
+/// it, so its rise and fall bound every member's.
+pub fn lease_clock_jumps(faults: &[Fault]) -> (Tick, Tick) {
+    let mut skews: Vec<(Tick, i64)> = faults
         .iter()
         .filter_map(|f| match f.action {
-            FaultAction::Skew { ms, .. } => Some(ms.unsigned_abs()),
+            FaultAction::Skew { ms, .. } => Some((f.start, ms)),
             _ => None,
         })
-        .max()
-        .unwrap_or(0)
+        .collect();
+    skews.sort_unstable();
+    offset_jumps(skews.into_iter().map(|(_, ms)| ms))
+}
+
+/// The largest rise and fall over the offsets `0, s1, 0, s2, 0, …` (in that order).
+fn offset_jumps(skews: impl IntoIterator<Item = i64>) -> (Tick, Tick) {
+    let (mut lowest, mut highest) = (0_i64, 0_i64);
+    let (mut rise, mut fall) = (0_i64, 0_i64);
+    for offset in skews.into_iter().flat_map(|s| [s, 0]) {
+        rise = rise.max(offset - lowest);
+        fall = fall.max(highest - offset);
+        lowest = lowest.min(offset);
+        highest = highest.max(offset);
+    }
+    (rise.unsigned_abs(), fall.unsigned_abs())
 }
 
 /// The longest fault of the network, process or membership tracks (a revoke may wait that long
@@ -442,6 +466,26 @@ mod tests {
         assert_eq!(crashable(&[0, 1, 2], &BTreeSet::from([2]), &[0]), Vec::<usize>::new());
         // Not a member (any more): not crashed.
         assert_eq!(crashable(&[0, 1, 2], &none, &[5]), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn lease_clock_jumps_add_up_across_skews() {
+        // One skew: a jump of its size each way (to it, and back to 0).
+        assert_eq!(offset_jumps([300]), (300, 300));
+        assert_eq!(offset_jumps([-300]), (300, 300));
+        assert_eq!(offset_jumps(std::iter::empty()), (0, 0));
+        // Seed 2023 of mixed-3: m1 at +1156, then −1447, then +339. A lease renewed during the
+        // −1447 ms skew and expired during the +339 ms one ends 1786 ms early; one renewed at
+        // +1156 and expired at −1447 ends 2603 ms late.
+        assert_eq!(offset_jumps([1156, -1447, 339]), (1786, 2603));
+        let skew = |start, ms| Fault {
+            start,
+            end: start + 100,
+            kind: FaultKind::ClockSkew,
+            action: FaultAction::Skew { member: 0, ms },
+        };
+        // In time order whatever the order given.
+        assert_eq!(lease_clock_jumps(&[skew(10_271, 339), skew(2_415, 1156), skew(6_331, -1447)]), (1786, 2603));
     }
 
     #[test]

@@ -29,7 +29,10 @@ impl SledEngine {
             .path(dir.join("db"))
             // Durability comes from explicit syncs; sled's own periodic flush would only add writes.
             .flush_every_ms(None)
-            .cache_capacity(256 * 1024 * 1024)
+            // Requests are never served from here: the applied state is in memory, and sled is
+            // read only at start-up and when an installed snapshot replaces its content. A large
+            // page cache would only hold a second copy of the data.
+            .cache_capacity(16 * 1024 * 1024)
             .open()
             .map_err(|e| io(format!("cannot open the database in {}: {e}", dir.display())))?;
         let segments = Arc::new(FileSegments::open(&dir.join("wal"))?);

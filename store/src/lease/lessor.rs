@@ -297,6 +297,7 @@ impl Lessor {
         let state = member.kv().read();
         let granted = state.mvcc.leases().get(&id).map(|lease| lease.ttl);
         let renewal = self.table_for(term, &state.mvcc, now).table.renew(id, granted, now);
+        tracing::debug!(term, lease = %format!("{:x}", id.0), ?renewal, "keep-alive");
         Ok(renewal)
     }
 
@@ -355,7 +356,10 @@ impl Lessor {
         for (id, outcome) in outcomes {
             match outcome {
                 // Revoked, by us or (LeaseNotFound) by a client just before.
-                Ok(_) | Err(StoreError::LeaseNotFound) => p.table.remove(id),
+                Ok(_) | Err(StoreError::LeaseNotFound) => {
+                    tracing::debug!(lease = %format!("{:x}", id.0), ?outcome, "expiry settled");
+                    p.table.remove(id)
+                }
                 // Fenced: the proposal reached the log only after this leadership ended. Whoever
                 // leads now judges the lease by its own deadlines.
                 Err(StoreError::LeaderChanged) => {
@@ -416,7 +420,8 @@ async fn run(lessor: Arc<Lessor>, member: Weak<Inner>, raft: Raft, mut stop: wat
         let Some((decided_by, due)) = lessor.due(&member).filter(|(_, due)| !due.is_empty()) else {
             continue;
         };
-        tracing::info!(count = due.len(), "revoking expired leases");
+        let ids: Vec<String> = due.iter().map(|id| format!("{:x}", id.0)).collect();
+        tracing::info!(count = due.len(), term = decided_by.term, leases = ?ids, "revoking expired leases");
         // Proposed together, so group commit puts them in one Raft entry; each is still its own
         // revision, deleting its lease's keys atomically.
         let expire = |id: &LeaseId| member.propose(Command::LeaseExpire { id: *id, decided_by });

@@ -221,7 +221,29 @@ fn run(ops: Vec<Op>) {
         }
         m.take_journal();
         check_reads(&m, &model);
+        check_catch_up_steps(&m);
     }
+}
+
+/// Reading watch history in small steps gives exactly the events of one unbounded read, each
+/// step ending where a revision ends and saying through which revision it is complete.
+fn check_catch_up_steps(m: &Mvcc) {
+    let all = KeyRange::prefix(b"");
+    let start = Revision(m.compacted().0.max(1));
+    let (whole, through) = m.events_since(&all, start, usize::MAX).unwrap();
+    assert_eq!(through, m.revision());
+    let (mut stepped, mut from) = (Vec::new(), start);
+    loop {
+        let (events, through) = m.events_since(&all, from, 2).unwrap();
+        assert!(through.0 >= from.0 - 1 && through <= m.revision());
+        assert!(events.iter().all(|e| e.kv.mod_revision >= from && e.kv.mod_revision <= through));
+        stepped.extend(events);
+        if through == m.revision() {
+            break;
+        }
+        from = Revision(through.0 + 1);
+    }
+    assert_eq!(stepped, whole);
 }
 
 proptest! {
@@ -276,8 +298,8 @@ fn watch_history_survives_compaction_at_its_start() {
     m.apply(&Command::Put(PutRequest::new("k", "2"))).unwrap(); // rev 4
     m.apply(&Command::Compact { revision: Revision(3) }).unwrap();
     let all = KeyRange::prefix(b"k");
-    assert_eq!(m.events_since(&all, Revision(2)), Err(StoreError::Compacted));
-    let events = m.events_since(&all, Revision(3)).unwrap();
+    assert_eq!(m.events_since(&all, Revision(2), usize::MAX), Err(StoreError::Compacted));
+    let (events, _) = m.events_since(&all, Revision(3), usize::MAX).unwrap();
     assert_eq!(
         events.iter().map(|e| (e.kind, e.kv.mod_revision.0)).collect::<Vec<_>>(),
         vec![(EventKind::Delete, 3), (EventKind::Put, 4)]

@@ -184,21 +184,41 @@ impl Mvcc {
     }
 
     /// Events with revision `>= from` on keys in `range`, in (revision, sub) order, with
-    /// `prev_kv` filled. Used by watchers catching up from history.
-    pub fn events_since(&self, range: &KeyRange, from: Revision) -> StoreResult<Vec<Event>> {
+    /// `prev_kv` filled, for watchers catching up from history; and the revision the answer is
+    /// complete through. At most about `limit` events are read: the answer stops where a
+    /// revision ends once it holds `limit` (a revision is never split), and then it is complete
+    /// through the revision before the first one left out; otherwise through the store's
+    /// revision. Reading a step costs a look at each key in `range` plus `limit` steps of a
+    /// merge across them, not the whole remaining history.
+    pub fn events_since(&self, range: &KeyRange, from: Revision, limit: usize) -> StoreResult<(Vec<Event>, Revision)> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
         if from < self.compacted {
             return Err(StoreError::Compacted);
         }
-        let mut found: Vec<(Revision, u32, Event)> = Vec::new();
-        for (key, versions) in self.keys_in(range) {
-            let first = versions.partition_point(|v| v.revision < from);
-            for i in first..versions.len() {
-                let prev = i.checked_sub(1).and_then(|p| kv_of(key, &versions[p]));
-                found.push((versions[i].revision, versions[i].sub, event_of(key, &versions[i], prev)));
+        let keys: Vec<(&Vec<u8>, &Vec<Version>)> = self.keys_in(range).collect();
+        // The next version of each key to emit, smallest (revision, sub) first.
+        let mut next: BinaryHeap<Reverse<(Revision, u32, usize, usize)>> = keys
+            .iter()
+            .enumerate()
+            .filter_map(|(k, (_, versions))| {
+                let i = versions.partition_point(|v| v.revision < from);
+                versions.get(i).map(|v| Reverse((v.revision, v.sub, k, i)))
+            })
+            .collect();
+        let mut events: Vec<Event> = Vec::new();
+        while let Some(Reverse((revision, _, k, i))) = next.pop() {
+            if events.len() >= limit.max(1) && events.last().is_some_and(|e| e.kv.mod_revision != revision) {
+                return Ok((events, Revision(revision.0 - 1)));
+            }
+            let (key, versions) = keys[k];
+            let prev = i.checked_sub(1).and_then(|p| kv_of(key, &versions[p]));
+            events.push(event_of(key, &versions[i], prev));
+            if let Some(v) = versions.get(i + 1) {
+                next.push(Reverse((v.revision, v.sub, k, i + 1)));
             }
         }
-        found.sort_by_key(|(rev, sub, _)| (*rev, *sub));
-        Ok(found.into_iter().map(|(_, _, e)| e).collect())
+        Ok((events, self.revision))
     }
 
     fn keys_in<'a>(&'a self, range: &KeyRange) -> Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Vec<Version>)> + 'a> {

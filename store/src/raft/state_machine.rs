@@ -269,22 +269,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
+    #[allow(clippy::result_large_err)] // openraft fixes the error type
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let body: SnapshotBody = codec::open(&data).map_err(|e| io_err(ErrorVerb::Read, e))?;
-        tracing::info!(snapshot = %meta.snapshot_id, revision = %body.revision, bytes = data.len(), "installing snapshot");
         // The snapshot replaces the state those changes were made to.
         self.unpersisted = Batch::default();
-        persist_snapshot(&self.engine, meta, &body).map_err(|e| io_err(ErrorVerb::Write, e))?;
-        let blob = codec::seal(&(meta, &data)).map_err(|e| io_err(ErrorVerb::Write, e))?;
-        self.engine.write_blob(SNAPSHOT_BLOB, &blob).map_err(|e| io_err(ErrorVerb::Write, e))?;
+        let engine = self.engine.clone();
+        let installed = off_the_runtime(|| -> Result<SmState, StorageError> {
+            let body: SnapshotBody = codec::open(&data).map_err(|e| io_err(ErrorVerb::Read, e))?;
+            tracing::info!(snapshot = %meta.snapshot_id, revision = %body.revision, bytes = data.len(), "installing snapshot");
+            persist_snapshot(&engine, meta, &body).map_err(|e| io_err(ErrorVerb::Write, e))?;
+            let blob = codec::seal(&(meta, &data)).map_err(|e| io_err(ErrorVerb::Write, e))?;
+            engine.write_blob(SNAPSHOT_BLOB, &blob).map_err(|e| io_err(ErrorVerb::Write, e))?;
+            Ok(state_of(meta, body))
+        })?;
         let revision = {
             let mut state = self.shared.state.write().expect("state lock poisoned");
-            *state = state_of(meta, body);
+            *state = installed;
             // The batches the snapshot covers were never published: watchers continue from its
             // history (or are canceled where that history is compacted).
             self.shared.watch.restore(state.mvcc.revision());
@@ -330,27 +335,50 @@ pub struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    #[allow(clippy::result_large_err)] // openraft fixes the error type
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // The read lock gives a consistent view; apply waits only while the history is copied.
-        let (meta, body) = {
-            let state = self.shared.read();
-            let id = match state.applied {
-                Some(log_id) => format!("{}-{}", log_id.leader_id.term, log_id.index),
-                None => "empty".to_string(),
-            };
-            let meta =
-                SnapshotMeta { last_log_id: state.applied, last_membership: state.membership.clone(), snapshot_id: id };
-            let body = SnapshotBody {
-                revision: state.mvcc.revision(),
-                compacted: state.mvcc.compacted(),
-                leases: state.mvcc.leases().iter().map(|(id, l)| (*id, l.ttl)).collect(),
-                events: state.mvcc.stored_events(),
-            };
-            (meta, body)
-        };
-        let data = codec::seal(&body).map_err(|e| io_err(ErrorVerb::Write, e))?;
-        let blob = codec::seal(&(&meta, &data)).map_err(|e| io_err(ErrorVerb::Write, e))?;
-        self.engine.write_blob(SNAPSHOT_BLOB, &blob).map_err(|e| io_err(ErrorVerb::Write, e))?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        let (shared, engine) = (self.shared.clone(), self.engine.clone());
+        off_the_runtime(move || build_snapshot(&shared, &engine))
     }
+}
+
+/// Runs `work` (long, blocking: copying, encoding and writing a whole snapshot) without
+/// stalling the tasks that share its worker thread. On a member's multi-threaded runtime the
+/// other tasks move to another worker meanwhile; otherwise (a single-threaded runtime, as in
+/// the deterministic simulation, where snapshots are small) it simply runs in place.
+///
+/// Why it matters: a member busy for longer than an election timeout misses its heartbeats,
+/// then starts an election and deposes a healthy leader. With a million keys, building a
+/// snapshot inline did exactly that, every snapshot.
+fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
+// openraft's storage traits fix the (large) error type; helpers return it unchanged.
+#[allow(clippy::result_large_err)]
+fn build_snapshot(shared: &KvState, engine: &SharedEngine) -> Result<Snapshot<TypeConfig>, StorageError> {
+    // The read lock gives a consistent view; apply waits only while the history is copied.
+    let (meta, body) = {
+        let state = shared.read();
+        let id = match state.applied {
+            Some(log_id) => format!("{}-{}", log_id.leader_id.term, log_id.index),
+            None => "empty".to_string(),
+        };
+        let meta =
+            SnapshotMeta { last_log_id: state.applied, last_membership: state.membership.clone(), snapshot_id: id };
+        let body = SnapshotBody {
+            revision: state.mvcc.revision(),
+            compacted: state.mvcc.compacted(),
+            leases: state.mvcc.leases().iter().map(|(id, l)| (*id, l.ttl)).collect(),
+            events: state.mvcc.stored_events(),
+        };
+        (meta, body)
+    };
+    let data = codec::seal(&body).map_err(|e| io_err(ErrorVerb::Write, e))?;
+    let blob = codec::seal(&(&meta, &data)).map_err(|e| io_err(ErrorVerb::Write, e))?;
+    engine.write_blob(SNAPSHOT_BLOB, &blob).map_err(|e| io_err(ErrorVerb::Write, e))?;
+    Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
 }

@@ -197,9 +197,10 @@ struct Stream {
 /// The result of reading one catch-up step from history.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CatchUp {
-    /// The events with revision `>= from` in the watcher's range, in order, unfiltered, and the
-    /// store's revision when they were read.
-    History { events: Vec<Event>, current: Revision },
+    /// The events with revision `>= from` in the watcher's range, in order, unfiltered, as far
+    /// as the store read them: complete through `through` (the store's revision `current` when
+    /// it read everything, less when it stopped at its read limit).
+    History { events: Vec<Event>, through: Revision, current: Revision },
     /// The history from `from` is compacted up to this revision.
     Compacted(Revision),
 }
@@ -214,9 +215,9 @@ pub struct CatchUpPlan {
     pub complete: bool,
 }
 
-/// Filters `history` and cuts a prefix of whole revisions with at most `limit` events (or one
-/// revision, if that alone is larger).
-pub fn plan_catch_up(history: Vec<Event>, filters: Filters, current: Revision, limit: usize) -> CatchUpPlan {
+/// Filters `history` (complete through `through`) and cuts a prefix of whole revisions with at
+/// most `limit` events (or one revision, if that alone is larger).
+pub fn plan_catch_up(history: Vec<Event>, filters: Filters, through: Revision, limit: usize) -> CatchUpPlan {
     let mut events = Vec::new();
     let mut rest = history.into_iter().filter(|e| filters.passes(e)).peekable();
     while let Some(next) = rest.peek() {
@@ -227,7 +228,7 @@ pub fn plan_catch_up(history: Vec<Event>, filters: Filters, current: Revision, l
         }
         events.extend(rest.next());
     }
-    CatchUpPlan { events, through: current, complete: true }
+    CatchUpPlan { events, through, complete: true }
 }
 
 /// Estimated memory of a queued event: its bytes plus a fixed overhead for the allocations.
@@ -256,6 +257,11 @@ pub struct WatcherSet {
 }
 
 impl WatcherSet {
+    /// How many events one catch-up step reads at most (about: revisions stay whole).
+    pub fn catch_up_limit(&self) -> usize {
+        self.limits.catch_up_events
+    }
+
     pub fn new(revision: Revision, limits: Limits) -> Self {
         WatcherSet {
             limits,
@@ -646,16 +652,19 @@ impl WatcherSet {
                 self.remove(key);
                 return Some(Work::Compacted { id, compact_revision });
             }
-            CatchUp::History { events, current } if current != self.revision => {
+            CatchUp::History { events, current, .. } if current != self.revision => {
                 // The hub missed a batch (its store write failed): it cannot vouch for gaps.
                 tracing::error!(store = current.0, hub = self.revision.0, "watch hub is out of step with the store");
                 drop(events);
                 self.remove(key);
                 return Some(Work::Failed { id, reason: "etcdserver: watch hub lost track of the store".into() });
             }
-            CatchUp::History { events, .. } => events,
+            CatchUp::History { events, through, .. } => (events, through),
         };
-        let plan = plan_catch_up(history, filters, self.revision, self.limits.catch_up_events);
+        let (history, read_through) = history;
+        let mut plan = plan_catch_up(history, filters, read_through, self.limits.catch_up_events);
+        // What the store left unread is still to come.
+        plan.complete &= read_through == self.revision;
         let w = self.watchers.get_mut(&key).expect("checked above");
         let (prev_kv, fragment) = (w.spec.prev_kv, w.spec.fragment);
         if plan.complete {
@@ -805,19 +814,44 @@ mod tests {
         let history = vec![put("k1", "a", 4), put("k2", "b", 6), put("k3", "c", 6), put("k1", "d", 9)];
         // The limit (2) is checked only where a new revision starts: revision 4 (1 event), then
         // all of revision 6 (3 events in total), then a stop before 9.
-        let step = set.finish_catch_up(s, id, CatchUp::History { events: history.clone(), current: Revision(10) });
+        let step = set.finish_catch_up(
+            s,
+            id,
+            CatchUp::History { events: history.clone(), through: Revision(10), current: Revision(10) },
+        );
         let Some(Work::Events { through, events, .. }) = step else { panic!("expected events") };
         assert_eq!(events.len(), 3);
         assert_eq!(through, Revision(8), "covered up to just before the next event");
         let Some(Work::CatchUp { from, .. }) = set.next_work(s) else { panic!("still behind") };
         assert_eq!(from, Revision(9));
         let rest: Vec<Event> = history.into_iter().filter(|e| e.kv.mod_revision >= from).collect();
-        let step = set.finish_catch_up(s, id, CatchUp::History { events: rest, current: Revision(10) });
+        let step =
+            set.finish_catch_up(s, id, CatchUp::History { events: rest, through: Revision(10), current: Revision(10) });
         assert!(matches!(step, Some(Work::Events { through: Revision(10), .. })));
         assert_eq!(set.next_work(s), None, "synced now");
         // A batch at 11 arrives live, exactly once.
         set.publish(Revision(11), &arcs(vec![put("k2", "e", 11)]));
         assert_eq!(revs(&set.next_work(s).unwrap()), [11]);
+    }
+
+    #[test]
+    fn a_history_the_store_read_only_in_part_leaves_the_watcher_catching_up() {
+        let mut set = WatcherSet::new(Revision(10), Limits::default());
+        let s = set.open_stream();
+        let (id, _) = set.create(s, 0, spec(KeyRange::prefix(b"k")), 4).unwrap();
+        let Some(Work::CatchUp { .. }) = set.next_work(s) else { panic!("expected a catch-up") };
+        // The store stopped reading after revision 6 (its limit), though it is at 10.
+        let part = vec![put("k1", "a", 4), put("k2", "b", 6)];
+        let step =
+            set.finish_catch_up(s, id, CatchUp::History { events: part, through: Revision(6), current: Revision(10) });
+        assert!(matches!(step, Some(Work::Events { through: Revision(6), .. })));
+        let Some(Work::CatchUp { from, .. }) = set.next_work(s) else { panic!("the rest is still to read") };
+        assert_eq!(from, Revision(7));
+        let rest = vec![put("k1", "c", 9)];
+        let step =
+            set.finish_catch_up(s, id, CatchUp::History { events: rest, through: Revision(10), current: Revision(10) });
+        assert!(matches!(step, Some(Work::Events { through: Revision(10), .. })));
+        assert_eq!(set.next_work(s), None, "synced now");
     }
 
     #[test]
@@ -864,7 +898,11 @@ mod tests {
         let Some(Work::CatchUp { from, .. }) = set.next_work(s) else { panic!("expected catch-up") };
         assert_eq!(from, Revision(4));
         let history = (4..=6).map(|r| put("k", "v", r)).collect();
-        let step = set.finish_catch_up(s, id, CatchUp::History { events: history, current: Revision(6) });
+        let step = set.finish_catch_up(
+            s,
+            id,
+            CatchUp::History { events: history, through: Revision(6), current: Revision(6) },
+        );
         assert_eq!(revs(&step.unwrap()), [4, 5, 6]);
         assert_eq!(set.unsynced_count(), 0);
     }
@@ -879,10 +917,10 @@ mod tests {
         assert_eq!(set.revision(), Revision(20));
         let Some(Work::CatchUp { id, from, .. }) = set.next_work(s) else { panic!() };
         assert_eq!((id, from), (now, Revision(4)));
-        set.finish_catch_up(s, id, CatchUp::History { events: vec![], current: Revision(20) });
+        set.finish_catch_up(s, id, CatchUp::History { events: vec![], through: Revision(20), current: Revision(20) });
         let Some(Work::CatchUp { id, from, .. }) = set.next_work(s) else { panic!() };
         assert_eq!((id, from), (future, Revision(50)), "a future start survives a restore");
-        set.finish_catch_up(s, id, CatchUp::History { events: vec![], current: Revision(20) });
+        set.finish_catch_up(s, id, CatchUp::History { events: vec![], through: Revision(20), current: Revision(20) });
         assert_eq!(set.unsynced_count(), 0);
         set.publish(Revision(21), &arcs(vec![put("k", "v", 21)]));
         let work = drain(&mut set, s);
@@ -894,7 +932,8 @@ mod tests {
         let mut set = WatcherSet::new(Revision(3), Limits::default());
         let s = set.open_stream();
         let (id, _) = set.create(s, 0, spec(KeyRange::prefix(b"")), 1).unwrap();
-        let step = set.finish_catch_up(s, id, CatchUp::History { events: vec![], current: Revision(4) });
+        let step =
+            set.finish_catch_up(s, id, CatchUp::History { events: vec![], through: Revision(4), current: Revision(4) });
         assert!(matches!(step, Some(Work::Failed { .. })));
         assert_eq!(set.watcher_count(), 0);
     }
@@ -914,7 +953,11 @@ mod tests {
         let Some(Work::CatchUp { id, .. }) = set.next_work(s) else { panic!() };
         assert_eq!(id, behind);
         let history = vec![put("k", "a", 3), put("k", "v", 6)];
-        let step = set.finish_catch_up(s, id, CatchUp::History { events: history, current: Revision(6) });
+        let step = set.finish_catch_up(
+            s,
+            id,
+            CatchUp::History { events: history, through: Revision(6), current: Revision(6) },
+        );
         assert!(matches!(step, Some(Work::Events { through: Revision(6), .. })));
         assert_eq!(set.next_work(s), Some(Work::Progress { id: WatchId::NONE, revision: Revision(6) }));
         assert_eq!(set.next_work(s), None, "answered once");
@@ -1038,7 +1081,9 @@ mod tests {
                             .cloned()
                             .collect();
                         let current = set.revision();
-                        if let Some(w) = set.finish_catch_up(s, id, CatchUp::History { events, current }) {
+                        if let Some(w) =
+                            set.finish_catch_up(s, id, CatchUp::History { events, through: current, current })
+                        {
                             record(seen, w);
                         }
                     }

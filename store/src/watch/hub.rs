@@ -152,8 +152,9 @@ impl WatchHub {
     /// caller holds the state lock, which is what makes rejoining the live path gap-free).
     pub(crate) fn catch_up_step(&self, mvcc: &Mvcc, stream: StreamId, work: &Work) -> Option<Work> {
         let Work::CatchUp { id, range, from } = work else { return None };
-        let step = match mvcc.events_since(range, *from) {
-            Ok(events) => CatchUp::History { events, current: mvcc.revision() },
+        let limit = self.with_set(|set| set.catch_up_limit());
+        let step = match mvcc.events_since(range, *from, limit) {
+            Ok((events, through)) => CatchUp::History { events, through, current: mvcc.revision() },
             Err(StoreError::Compacted) => CatchUp::Compacted(mvcc.compacted()),
             Err(other) => {
                 // `events_since` fails only for compaction today; anything else is treated as a

@@ -81,6 +81,8 @@ impl LeaseClient {
             // An unknown grant may have created a lease nobody keeps alive: it expires alone.
             _ => return None,
         };
+        let lease = format!("{:x}", granted.id);
+        tracing::debug!(lease, member = *member, invoke, complete, ttl = granted.ttl, "granted");
         let mut record = LeaseRecord {
             id: granted.id,
             ttl: granted.ttl.max(0) as Tick * 1_000,
@@ -115,7 +117,9 @@ impl LeaseClient {
         while alive && shared.now() < hold_until {
             if shared.now() >= next_keepalive {
                 next_keepalive = shared.now() + KEEPALIVE_EVERY_MS;
-                match self.keep_alive(&mut stream, member, record.id, shared).await {
+                let answer = self.keep_alive(&mut stream, member, record.id, shared).await;
+                tracing::debug!(lease = %format!("{:x}", record.id), member = *member, ?answer, "keep-alive answered");
+                match answer {
                     Some(k) => {
                         alive = k.renewed;
                         record.keep_alives.push(k);
@@ -142,6 +146,7 @@ impl LeaseClient {
             if acked.is_none() {
                 self.move_on(member);
             }
+            tracing::debug!(lease = %format!("{:x}", record.id), member = *member, invoke, ?acked, "revoked");
             record.revoke = Some(Revoke { invoke, acked });
         }
 
@@ -192,6 +197,9 @@ impl LeaseClient {
                     shared.observed(&kvs);
                     let present = !kvs.is_empty();
                     all_gone &= !present;
+                    let revision = resp.header.as_ref().map_or(0, |h| h.revision);
+                    let (lease, key) = (format!("{:x}", record.id), &record.keys[i].key);
+                    tracing::debug!(lease, %key, member = *member, invoke, complete, present, revision, "observed");
                     record.keys[i].observations.push(KeyObservation { invoke, complete, present });
                 }
                 Err(_) => {

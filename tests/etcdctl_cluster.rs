@@ -13,9 +13,10 @@
 
 mod common;
 
-use common::{describe, etcdctl, etcdctl_command, etcdctl_ready, etcdctl_retry, run_etcdctl, Cluster, OP_DEADLINE};
+use common::{
+    describe, etcdctl, etcdctl_command, etcdctl_ready, etcdctl_retry, lines_of, run_etcdctl, Cluster, OP_DEADLINE,
+};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command};
 use std::sync::mpsc;
 
@@ -261,22 +262,6 @@ fn members_endpoints_snapshot_and_restore() {
     assert!(revision_of_put(&r_all, "after/restore", "ok") > saved_revision);
 }
 
-/// Reads a child's stdout line by line on a thread, so a test can wait for a line with a
-/// deadline instead of blocking on a pipe.
-fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
 fn next_line(rx: &mpsc::Receiver<String>, what: &str) -> String {
     rx.recv_timeout(OP_DEADLINE).unwrap_or_else(|e| panic!("no output line for {what}: {e}"))
 }
@@ -320,14 +305,14 @@ fn lock_and_elect() {
     // lock: the holder prints its key; a second locker queues behind it (its key exists, it has
     // not run its command) and runs as soon as the holder lets go.
     let mut holder = etcdctl_command(&all, &["lock", "test-lock"]).spawn().expect("spawn etcdctl lock");
-    let holder_lines = lines_of(&mut holder);
+    let holder_lines = lines_of(holder.stdout.take().expect("piped stdout"));
     let key = next_line(&holder_lines, "the lock holder's key");
     assert!(key.starts_with("test-lock/"), "{key}");
     reap.0.push(holder);
     let mut waiter = etcdctl_command(&c.client_url(2), &["lock", "test-lock", "echo", "second-holder"])
         .spawn()
         .expect("spawn the second locker");
-    let waiter_lines = lines_of(&mut waiter);
+    let waiter_lines = lines_of(waiter.stdout.take().expect("piped stdout"));
     common::poll_until(OP_DEADLINE, "the second locker to queue", || {
         let keys = ctl(&all, &["get", "--prefix", "test-lock/", "--keys-only"]);
         (keys.lines().filter(|l| !l.is_empty()).count() == 2).then_some(())
@@ -345,17 +330,17 @@ fn lock_and_elect() {
     // elect: the first campaigner leads; an observer sees it; a second campaigner takes over
     // when the first resigns, and the observer sees that too.
     let mut first = etcdctl_command(&all, &["elect", "test-election", "p1"]).spawn().expect("spawn elect p1");
-    let first_lines = lines_of(&mut first);
+    let first_lines = lines_of(first.stdout.take().expect("piped stdout"));
     assert!(next_line(&first_lines, "p1's leader key").starts_with("test-election/"));
     assert_eq!(next_line(&first_lines, "p1's proposal"), "p1");
     reap.0.push(first);
     let mut observer = etcdctl_command(&c.client_url(1), &["elect", "-l", "test-election"]).spawn().expect("observe");
-    let observed = lines_of(&mut observer);
+    let observed = lines_of(observer.stdout.take().expect("piped stdout"));
     reap.0.push(observer);
     assert!(next_line(&observed, "the observed leader key").starts_with("test-election/"));
     assert_eq!(next_line(&observed, "the observed proposal"), "p1");
     let mut second = etcdctl_command(&c.client_url(2), &["elect", "test-election", "p2"]).spawn().expect("elect p2");
-    let second_lines = lines_of(&mut second);
+    let second_lines = lines_of(second.stdout.take().expect("piped stdout"));
     reap.0.push(second);
     common::poll_until(OP_DEADLINE, "p2 to campaign", || {
         let keys = ctl(&all, &["get", "--prefix", "test-election/", "--keys-only"]);

@@ -45,18 +45,16 @@ fn check(scenario: &str) {
 }
 
 fn check_seed(seed: u64, scenario: &str) {
-    {
-        let (report, text) = run(seed, scenario, &[]);
-        assert!(failed_checks(&report).is_empty(), "{text}");
-        // A run that checked nothing would pass vacuously.
-        let mut fields = vec!["ops_checked", "watch_events", "lease_keys", "invariant_observations"];
-        // Nor would one of a membership scenario in which the membership never changed.
-        if scenario.starts_with("membership") {
-            fields.push("membership_changes");
-        }
-        for field in fields {
-            assert!(report[field].as_u64().unwrap_or(0) > 0, "{scenario} seed {seed}: no {field}: {report}");
-        }
+    let (report, text) = run(seed, scenario, &[]);
+    assert!(failed_checks(&report).is_empty(), "{text}");
+    // A run that checked nothing would pass vacuously.
+    let mut fields = vec!["ops_checked", "watch_events", "lease_keys", "invariant_observations"];
+    // Nor would one of a membership scenario in which the membership never changed.
+    if scenario.starts_with("membership") {
+        fields.push("membership_changes");
+    }
+    for field in fields {
+        assert!(report[field].as_u64().unwrap_or(0) > 0, "{scenario} seed {seed}: no {field}: {report}");
     }
 }
 

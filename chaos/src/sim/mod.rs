@@ -157,15 +157,16 @@ pub fn run(seed: u64, scenario: Scenario, options: &RunOptions) -> RunReport {
         tx
     });
 
-    let ids: Vec<u64> = slots.iter().map(|s| s.spec.identity.member_id).collect();
-    let mut nemesis = Nemesis::new(&faults, hosts.clone(), client_hosts, scenario.members);
+    let mut nemesis = Nemesis::new(&faults, hosts.clone(), client_hosts);
     nemesis.membership = requests.map(|requests| MembershipHands {
         requests: Some(requests),
+        initial: scenario.members,
         pending: pending.clone(),
         spares: (scenario.members..slots.len()).collect(),
         directory: directory.clone(),
     });
-    let mut sampler = Sampler::new(Roster::new(ids, scenario.members), params.warmup_ms, heal_at);
+    let ids = slots.iter().map(|s| s.spec.identity.member_id).collect();
+    let mut sampler = Sampler::new(ids, scenario.members, params.warmup_ms, heal_at);
     let mut sim_error = None;
     let limit = converge_by + STUCK_SLACK_MS;
     loop {
@@ -217,7 +218,7 @@ pub fn run(seed: u64, scenario: Scenario, options: &RunOptions) -> RunReport {
     let mut report = RunReport::new(seed, scenario, options.read_mode, sim_ms);
     // The nemesis's log and its membership client's, in time order (the nemesis first at a tie).
     let mut log = nemesis.log;
-    log.extend(recording.membership_log.iter().map(|(at, line)| (*at, format!("{at:>6} {line}"))));
+    log.extend(recording.membership_log.iter().map(|(at, line)| stamped(*at, line)));
     log.sort_by_key(|(at, _)| *at);
     report.faults = log.into_iter().map(|(_, line)| line).collect();
     if spares > 0 {
@@ -461,6 +462,8 @@ struct Sampler {
     leaderships: BTreeSet<(u64, u64, u64)>,
     /// Per member index: its last sampled log index.
     last_log: BTreeMap<usize, u64>,
+    /// Every member id the run may have, spares included, sorted: the ranks [`epoch`] uses.
+    ranked_ids: Vec<u64>,
     /// The newest committed membership any member applied.
     roster: Roster,
     /// Commit progress, for the longest stretch in which the cluster committed nothing.
@@ -530,39 +533,42 @@ fn epoch(term: u64, voted_for: Option<u64>, member_ids: &[u64]) -> u64 {
 }
 
 impl Sampler {
-    fn new(roster: Roster, stall_from: Tick, stall_until: Tick) -> Sampler {
+    /// `ids`: the member id of every slot; the first `initial` slots are the initial members.
+    fn new(ids: Vec<u64>, initial: usize, stall_from: Tick, stall_until: Tick) -> Sampler {
+        let mut ranked_ids = ids.clone();
+        // openraft orders votes of one term by node id.
+        ranked_ids.sort_unstable();
         Sampler {
             leaderships: BTreeSet::new(),
             last_log: BTreeMap::new(),
-            roster,
+            ranked_ids,
+            roster: Roster::new(ids, initial),
             stalls: CommitStalls::new(stall_from, stall_until),
         }
     }
 
     /// Samples every running member; returns the membership changes it saw.
     fn sample(&mut self, at: Tick, slots: &[Arc<MemberSlot>], shared: &Shared) -> Vec<RosterChange> {
-        let mut ids: Vec<u64> = slots.iter().map(|s| s.spec.identity.member_id).collect();
-        // openraft orders votes of one term by node id.
-        ids.sort_unstable();
         let mut changes = Vec::new();
         let mut recording = shared.lock();
         for (i, slot) in slots.iter().enumerate() {
             let Some(member) = slot.member() else { continue };
-            {
+            let applied_revision = {
                 let state = member.kv().read();
                 if let Some(log_id) = state.membership.log_id() {
                     let nodes = state.membership.membership().nodes().map(|(id, _)| *id);
                     changes.extend(self.roster.observe(log_id.index, nodes));
                 }
-            }
+                state.mvcc.revision().0
+            };
             let metrics = member.raft().metrics().borrow().clone();
-            let applied_revision = member.kv().read().mvcc.revision().0;
             let vote = metrics.vote.leader_id();
+            let boot = slot.boots.load(Ordering::Relaxed);
             let observation = MemberObservation {
                 at,
                 member: metrics.id,
-                boot: slot.boots.load(Ordering::Relaxed),
-                term: epoch(vote.get_term(), vote.voted_for(), &ids),
+                boot,
+                term: epoch(vote.get_term(), vote.voted_for(), &self.ranked_ids),
                 leader: metrics.current_leader,
                 applied_revision,
             };
@@ -571,7 +577,6 @@ impl Sampler {
             // again): the lease checker's "leader changes". So does a leader restarted before
             // anyone else was elected (openraft restores its leadership; the new lessor knows
             // no deadlines), hence the boot.
-            let boot = slot.boots.load(Ordering::Relaxed);
             if metrics.state == openraft::ServerState::Leader
                 && self.leaderships.insert((metrics.current_term, metrics.id, boot))
             {
@@ -606,12 +611,13 @@ impl Sampler {
     }
 }
 
-/// What the nemesis needs to change the membership: the queue of its membership client, how
-/// many requests that client has not finished, the spare hosts not used yet, and the clients'
-/// directory of current members.
+/// What the nemesis needs to change the membership: the queue of its membership client, the
+/// initial member count, how many requests that client has not finished, the spare hosts not
+/// used yet, and the clients' directory of current members.
 struct MembershipHands {
     /// `None` after the heal.
     requests: Option<tokio::sync::mpsc::UnboundedSender<membership::Request>>,
+    initial: usize,
     pending: Arc<AtomicUsize>,
     spares: VecDeque<usize>,
     directory: Arc<Directory>,
@@ -629,7 +635,6 @@ struct Nemesis {
     next: usize,
     /// Every member host: the initial members, then the spares.
     members: Vec<String>,
-    initial: usize,
     clients: Vec<String>,
     crashed: BTreeSet<usize>,
     /// `None` without membership faults.
@@ -639,7 +644,7 @@ struct Nemesis {
 }
 
 impl Nemesis {
-    fn new(faults: &[Fault], members: Vec<String>, clients: Vec<String>, initial: usize) -> Nemesis {
+    fn new(faults: &[Fault], members: Vec<String>, clients: Vec<String>) -> Nemesis {
         let mut events: Vec<(Tick, bool, usize)> =
             faults.iter().enumerate().flat_map(|(i, f)| [(f.start, true, i), (f.end, false, i)]).collect();
         events.sort();
@@ -649,7 +654,6 @@ impl Nemesis {
             applied: BTreeMap::new(),
             next: 0,
             members,
-            initial,
             clients,
             crashed: BTreeSet::new(),
             membership: None,
@@ -658,7 +662,7 @@ impl Nemesis {
     }
 
     fn note(&mut self, now: Tick, line: impl fmt::Display) {
-        self.log.push((now, format!("{now:>6} {line}")));
+        self.log.push(stamped(now, line));
     }
 
     fn pairs(&self, a: &[usize], b: &[usize]) -> Vec<(String, String)> {
@@ -690,26 +694,13 @@ impl Nemesis {
                 continue;
             }
             if starts {
-                let mut action = nemesis::resolve_action(&self.faults[i].action, &sampler.roster.current());
+                let current = sampler.roster.current();
+                let mut action = nemesis::resolve_action(&self.faults[i].action, &current);
                 if let FaultAction::Crash { members } = &action {
-                    let current = sampler.roster.current();
-                    let allowed = nemesis::crashable(&current, &self.crashed, members);
-                    if allowed.len() < members.len() {
-                        let skipped: Vec<&str> = members
-                            .iter()
-                            .filter(|m| !allowed.contains(m))
-                            .map(|&m| self.members[m].as_str())
-                            .collect();
-                        let line = format!(
-                            "crash of {} skipped: a majority of the members must keep running",
-                            skipped.join(",")
-                        );
-                        self.note(now, line);
+                    match self.crashable(now, &current, members) {
+                        Some(allowed) => action = FaultAction::Crash { members: allowed },
+                        None => continue,
                     }
-                    if allowed.is_empty() {
-                        continue;
-                    }
-                    action = FaultAction::Crash { members: allowed };
                 }
                 if action == FaultAction::IsolateLeader {
                     match nemesis::isolate(Sampler::leader(slots)) {
@@ -730,6 +721,19 @@ impl Nemesis {
         }
     }
 
+    /// The members of a scheduled crash that may go down now (see [`nemesis::crashable`]), noting
+    /// those that may not; `None` if none may.
+    fn crashable(&mut self, now: Tick, current: &[usize], members: &[usize]) -> Option<Vec<usize>> {
+        let allowed = nemesis::crashable(current, &self.crashed, members);
+        if allowed.len() < members.len() {
+            let skipped: Vec<&str> =
+                members.iter().filter(|m| !allowed.contains(m)).map(|&m| self.members[m].as_str()).collect();
+            let line = format!("crash of {} skipped: a majority of the members must keep running", skipped.join(","));
+            self.note(now, line);
+        }
+        (!allowed.is_empty()).then_some(allowed)
+    }
+
     /// One step of a membership fault (see [`nemesis::membership_step`]), queued for the
     /// membership client. No step while the previous one is unfinished: its outcome decides
     /// what the next one should be.
@@ -740,7 +744,7 @@ impl Nemesis {
             return;
         }
         let current = roster.current();
-        let request = match nemesis::membership_step(current.len(), self.initial, first, at_start) {
+        let request = match nemesis::membership_step(current.len(), hands.initial, first, at_start) {
             None => return,
             Some(MembershipStep::Remove) => {
                 let slot = nemesis::resolve(&current, victim);
@@ -756,13 +760,11 @@ impl Nemesis {
                 }
             },
         };
+        // Faults end by the heal, which closes the queue after the steps due at its tick.
+        let requests = hands.requests.as_ref().expect("membership steps come before the heal");
+        requests.send(request.clone()).expect("the membership client runs until the heal");
         hands.pending.fetch_add(1, Ordering::Relaxed);
-        let queued = hands.requests.as_ref().is_some_and(|r| r.send(request.clone()).is_ok());
-        if !queued {
-            // The queue is closed (the heal is done): nothing pending.
-            hands.pending.fetch_sub(1, Ordering::Relaxed);
-        }
-        self.note(now, format!("membership: {request}{}", if queued { "" } else { " not sent" }));
+        self.note(now, format!("membership: {request}"));
     }
 
     /// Acts on the membership the members applied: a member that joined gets its host started
@@ -932,6 +934,11 @@ impl Nemesis {
             hands.requests = None;
         }
     }
+}
+
+/// A line of the report's fault log, stamped with its tick.
+fn stamped(at: Tick, line: impl fmt::Display) -> (Tick, String) {
+    (at, format!("{at:>6} {line}"))
 }
 
 fn restore_latency(sim: &mut turmoil::Sim<'_>, a: &str, b: &str) {

@@ -12,9 +12,10 @@
 //! when deletes of large namespaces matter.
 
 use super::handlers::{
-    decode_entry, finalized, list_objects, namespace, parse_body, read, write_over, Call, Filter, CAS_RETRIES,
-    STORE_PAGE,
+    decode_entry, finalized, list_objects, namespace, parse_body, read, requested_rv, write_over, Call, Filter,
+    CAS_RETRIES, STORE_PAGE,
 };
+use super::objects::name_of;
 use super::{ApiState, Reply};
 use crate::error::{ApiError, ApiResult};
 use crate::gc::{self, Dependent, Propagation, Step};
@@ -32,7 +33,7 @@ use serde_json::{json, Value};
 const MAX_DEPTH: usize = 16;
 
 /// `DeleteOptions` from the body (JSON or protobuf) and the query.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(super) struct DeleteOptions {
     pub grace: Option<i64>,
     pub propagation: Propagation,
@@ -46,8 +47,8 @@ impl DeleteOptions {
     }
 }
 
-pub(super) fn delete_options(call: &Call, body: &[u8]) -> ApiResult<DeleteOptions> {
-    let q = call.query;
+fn delete_options(call: &Call) -> ApiResult<DeleteOptions> {
+    let (q, body) = (call.query, call.body);
     let b = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse_body(call.headers, body)? };
     let policy = b.get("propagationPolicy").and_then(Value::as_str).or(q.propagation_policy.as_deref());
     let orphan = b.get("orphanDependents").and_then(Value::as_bool);
@@ -147,7 +148,7 @@ pub(super) struct Deleted {
 }
 
 pub(super) async fn delete(call: &Call<'_>, name: &str) -> ApiResult<Reply> {
-    let opts = delete_options(call, call.body)?;
+    let opts = delete_options(call)?;
     let t = call.target;
     let dry_run = call.query.dry_run;
     let deleted = delete_one(call.state, t.resource, namespace(t), name, &opts, dry_run, Cascade::default()).await?;
@@ -159,15 +160,14 @@ pub(super) async fn delete(call: &Call<'_>, name: &str) -> ApiResult<Reply> {
 pub(super) async fn delete_collection(call: &Call<'_>) -> ApiResult<Reply> {
     let (t, q) = (call.target, call.query);
     let r = t.resource;
-    let opts = delete_options(call, call.body)?;
+    let opts = delete_options(call)?;
     let filter = Filter::parse(r, q)?;
     let everything = super::request::Query { limit: 0, continue_token: String::new(), ..q.clone() };
     let listed = list_objects(call.state, r, namespace(t), &filter, &everything).await?;
     let mut deleted = Vec::new();
     for object in listed.items {
-        let ns = object.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string);
-        let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
-        match delete_one(call.state, r, ns.as_deref(), name, &opts, q.dry_run, Cascade::default()).await {
+        let ns = object.pointer("/metadata/namespace").and_then(Value::as_str);
+        match delete_one(call.state, r, ns, name_of(&object), &opts, q.dry_run, Cascade::default()).await {
             Ok(d) => deleted.push(d.object),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
@@ -278,7 +278,7 @@ async fn run(
                     Removal::Now => mark(&held, 0, now),
                 };
                 match write_over(state, r, ns, name, marked, revision).await? {
-                    Some(stored) => (owner, revision) = (stored.clone(), resource_version(&stored)),
+                    Some(stored) => (revision, owner) = (requested_rv(&stored).unwrap_or(0), stored),
                     None => return Ok(Outcome::Again),
                 }
             }
@@ -299,19 +299,11 @@ async fn run(
                 };
             }
             Step::DeleteDependent { index, propagation } => {
-                let place = &found.places[index];
-                let sub = DeleteOptions::with(propagation, gc::uid(&found.dependents[index].object));
-                let ns = place.namespace.as_deref();
-                match delete_one(state, place.resource, ns, &place.name, &sub, false, cascade.under(&owner)).await {
-                    // 409: a precondition failed, so the name now holds another object.
-                    Err(e) if e.code != 404 && e.code != 409 => return Err(e),
-                    _ => again = true,
-                }
+                found.delete(state, index, propagation, cascade.under(&owner)).await?;
+                again = true;
             }
             Step::Release { index, object } => {
-                let place = &found.places[index];
-                let ns = place.namespace.as_deref();
-                match write_over(state, place.resource, ns, &place.name, object, place.revision).await {
+                match found.release(state, index, object).await {
                     Ok(Some(_)) => {}
                     Err(e) if e.code == 404 => {}
                     // Changed meanwhile: plan again rather than finalize with it still attached.
@@ -336,10 +328,6 @@ async fn run(
         }
     }
     Ok(if again { Outcome::Again } else { Outcome::Done(Deleted { object: owner, gone: false }) })
-}
-
-fn resource_version(object: &Value) -> i64 {
-    object.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 /// Removes `object` (read at `revision`) from the store, with what goes with it (a Service's
@@ -399,23 +387,15 @@ async fn collect_dependents(state: &ApiState, r: &Resource, owner: &Value, casca
     for step in gc::plan_removed(gc::uid(owner), &found.dependents) {
         let (index, outcome) = match step {
             Step::DeleteDependent { index, propagation } => {
-                let place = &found.places[index];
-                let sub = DeleteOptions::with(propagation, gc::uid(&found.dependents[index].object));
-                let ns = place.namespace.as_deref();
-                let deleted = delete_one(state, place.resource, ns, &place.name, &sub, false, cascade.under(owner));
-                (index, deleted.await.map(|_| ()))
+                (index, found.delete(state, index, propagation, cascade.under(owner)).await)
             }
-            Step::Release { index, object } => {
-                let place = &found.places[index];
-                let ns = place.namespace.as_deref();
-                let written = write_over(state, place.resource, ns, &place.name, object, place.revision);
-                (index, written.await.map(|_| ()))
-            }
+            Step::Release { index, object } => (index, found.release(state, index, object).await.map(|_| ())),
             _ => continue,
         };
         match outcome {
             Err(e) if e.code != 404 && e.code != 409 => {
-                tracing::warn!(dependent = %found.places[index].name, "collecting a dependent failed: {}", e.message);
+                let dependent = name_of(&found.dependents[index].object);
+                tracing::warn!(dependent = %dependent, "collecting a dependent failed: {}", e.message);
             }
             _ => {}
         }
@@ -458,11 +438,10 @@ fn resolve(reference: &Value, dependent: &Value) -> Option<(&'static Resource, O
     Some((r, ns.map(str::to_string), name))
 }
 
-/// Where a dependent lives and the revision it was read at.
+/// A dependent's kind and the revision it was read at (its namespace and name are the
+/// object's).
 struct Place {
     resource: &'static Resource,
-    namespace: Option<String>,
-    name: String,
     revision: i64,
 }
 
@@ -471,6 +450,39 @@ struct Place {
 struct Found {
     dependents: Vec<Dependent>,
     places: Vec<Place>,
+}
+
+impl Found {
+    /// The store key's parts of dependent `index`: kind, namespace, name.
+    fn place(&self, index: usize) -> (&'static Resource, Option<&str>, &str) {
+        let object = &self.dependents[index].object;
+        let ns = object.pointer("/metadata/namespace").and_then(Value::as_str);
+        (self.places[index].resource, ns, name_of(object))
+    }
+
+    /// Deletes dependent `index` with `propagation`, as a step of `cascade`. A 404 or a 409 (a
+    /// precondition failed: the name now holds another object) means it is gone already.
+    async fn delete(
+        &self,
+        state: &ApiState,
+        index: usize,
+        propagation: Propagation,
+        cascade: Cascade,
+    ) -> ApiResult<()> {
+        let (r, ns, name) = self.place(index);
+        let opts = DeleteOptions::with(propagation, gc::uid(&self.dependents[index].object));
+        match delete_one(state, r, ns, name, &opts, false, cascade).await {
+            Err(e) if e.code != 404 && e.code != 409 => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes dependent `index` back as `object` over the version it was read at (see
+    /// [`write_over`]).
+    async fn release(&self, state: &ApiState, index: usize, object: Value) -> ApiResult<Option<Value>> {
+        let (r, ns, name) = self.place(index);
+        write_over(state, r, ns, name, object, self.places[index].revision).await
+    }
 }
 
 /// Every object with an ownerReference to `owner`'s uid: in its namespace for a namespaced
@@ -501,12 +513,7 @@ async fn find_dependents(state: &ApiState, owner_r: &Resource, owner: &Value) ->
                     continue;
                 }
                 let other_owner_alive = other_owner_alive(state, &object, uid).await?;
-                found.places.push(Place {
-                    resource: r,
-                    namespace: object.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string),
-                    name: object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string(),
-                    revision: entry.mod_revision,
-                });
+                found.places.push(Place { resource: r, revision: entry.mod_revision });
                 found.dependents.push(Dependent { object, other_owner_alive });
             }
             match page.entries.last() {
@@ -550,8 +557,7 @@ async fn delete_namespace_contents(state: &ApiState, ns: &str) -> ApiResult<()> 
         let all = Filter { labels: LabelSelector::default(), fields: FieldSelector::default() };
         let listed = list_objects(state, r, Some(ns), &all, &super::request::Query::default()).await?;
         for object in listed.items {
-            let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
-            match delete_one(state, r, Some(ns), name, &opts, false, teardown.clone()).await {
+            match delete_one(state, r, Some(ns), name_of(&object), &opts, false, teardown.clone()).await {
                 Ok(_) => {}
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),

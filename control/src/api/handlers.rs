@@ -437,7 +437,7 @@ pub(super) async fn write_over(
     }
 }
 
-fn requested_rv(object: &Value) -> Option<i64> {
+pub(super) fn requested_rv(object: &Value) -> Option<i64> {
     object
         .pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)

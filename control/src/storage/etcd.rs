@@ -79,7 +79,7 @@ impl EtcdStorage {
         let failed = writes.iter().zip(currents).find(|(w, current)| !w.holds(current.as_ref()));
         Err(match failed {
             Some((w, current)) => StorageError::Conflict { key: w.key().to_string(), current },
-            // Every condition holds now: another write came and went in between.
+            // Not expected: the reads run in the same Txn as the compares, so they show the failing one.
             None => StorageError::Conflict {
                 key: writes.first().map(|w| w.key().to_string()).unwrap_or_default(),
                 current: None,
@@ -197,7 +197,7 @@ impl Storage for EtcdStorage {
     }
 
     fn commit(&self, writes: Vec<Write>) -> BoxFuture<'_, Result<Revision, StorageError>> {
-        async move { self.commit_writes(writes).await }.boxed()
+        self.commit_writes(writes).boxed()
     }
 
     fn watch(&self, prefix: &str, after: Revision) -> BoxFuture<'_, Result<WatchStream, StorageError>> {

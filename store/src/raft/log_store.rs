@@ -55,8 +55,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last = self.wal.last_log_id().map_err(|e| err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-        Ok(LogState { last_purged_log_id: self.wal.last_purged(), last_log_id: last })
+        Ok(LogState { last_purged_log_id: self.wal.last_purged(), last_log_id: self.wal.last_log_id() })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -109,9 +108,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // The state machine is not synced as it applies (a crash re-applies from the log). Sync
-        // it now, so that everything applied so far (at least up to the snapshot that allows
-        // this purge) is durable before the entries that could rebuild it go.
+        // Safety does not need this sync: openraft purges only entries that a durable snapshot
+        // covers, and a snapshot newer than the persisted state is installed at start-up. The
+        // sync makes the state the state machine has persisted so far durable, so that after a
+        // power loss that snapshot rarely has to be installed (which rewrites the whole store).
         self.engine.sync().map_err(|e| err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         self.wal.purge(log_id).map_err(|e| err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }

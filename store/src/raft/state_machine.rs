@@ -49,6 +49,18 @@ struct SnapshotBody {
     events: Vec<StoredEvent>,
 }
 
+impl SnapshotBody {
+    /// The applied state's history, copied (the caller holds the state's lock).
+    fn of(state: &SmState) -> SnapshotBody {
+        SnapshotBody {
+            revision: state.mvcc.revision(),
+            compacted: state.mvcc.compacted(),
+            leases: state.mvcc.leases().iter().map(|(id, l)| (*id, l.ttl)).collect(),
+            events: state.mvcc.stored_events(),
+        }
+    }
+}
+
 /// Shared, readable view of the applied state plus a signal of each applied batch.
 pub struct KvState {
     pub state: RwLock<SmState>,
@@ -308,12 +320,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 /// The snapshot body of the applied state (what a Raft snapshot carries besides its metadata):
 /// the payload of a backup streamed by `Maintenance.Snapshot`.
 pub(crate) fn backup_data(state: &SmState) -> Result<Vec<u8>, codec::CodecError> {
-    codec::seal(&SnapshotBody {
-        revision: state.mvcc.revision(),
-        compacted: state.mvcc.compacted(),
-        leases: state.mvcc.leases().iter().map(|(id, l)| (*id, l.ttl)).collect(),
-        events: state.mvcc.stored_events(),
-    })
+    codec::seal(&SnapshotBody::of(state))
 }
 
 /// Seeds a fresh engine with a backup payload as its current snapshot, with `meta`;
@@ -369,13 +376,7 @@ fn build_snapshot(shared: &KvState, engine: &SharedEngine) -> Result<Snapshot<Ty
         };
         let meta =
             SnapshotMeta { last_log_id: state.applied, last_membership: state.membership.clone(), snapshot_id: id };
-        let body = SnapshotBody {
-            revision: state.mvcc.revision(),
-            compacted: state.mvcc.compacted(),
-            leases: state.mvcc.leases().iter().map(|(id, l)| (*id, l.ttl)).collect(),
-            events: state.mvcc.stored_events(),
-        };
-        (meta, body)
+        (meta, SnapshotBody::of(&state))
     };
     let data = codec::seal(&body).map_err(|e| io_err(ErrorVerb::Write, e))?;
     let blob = codec::seal(&(&meta, &data)).map_err(|e| io_err(ErrorVerb::Write, e))?;

@@ -647,7 +647,7 @@ impl WatcherSet {
             return None;
         }
         let filters = w.spec.filters;
-        let history = match step {
+        let (history, read_through) = match step {
             CatchUp::Compacted(compact_revision) => {
                 self.remove(key);
                 return Some(Work::Compacted { id, compact_revision });
@@ -661,7 +661,6 @@ impl WatcherSet {
             }
             CatchUp::History { events, through, .. } => (events, through),
         };
-        let (history, read_through) = history;
         let mut plan = plan_catch_up(history, filters, read_through, self.limits.catch_up_events);
         // What the store left unread is still to come.
         plan.complete &= read_through == self.revision;

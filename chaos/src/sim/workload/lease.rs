@@ -10,7 +10,7 @@
 
 use crate::history::{Key, Tick};
 use crate::lease_check::{KeepAlive, KeyObservation, LeaseKey, LeaseRecord, Revoke, Span};
-use crate::sim::client::{key_value, with_deadline, Cluster};
+use crate::sim::client::{key_value, revision, with_deadline, Cluster};
 use crate::sim::record::Shared;
 use berth_proto::etcdserverpb as pb;
 use rand::rngs::StdRng;
@@ -81,8 +81,8 @@ impl LeaseClient {
             // An unknown grant may have created a lease nobody keeps alive: it expires alone.
             _ => return None,
         };
-        let lease = format!("{:x}", granted.id);
-        tracing::debug!(lease, member = *member, invoke, complete, ttl = granted.ttl, "granted");
+        let ttl = granted.ttl;
+        tracing::debug!(lease = %format!("{:x}", granted.id), member = *member, invoke, complete, ttl, "granted");
         let mut record = LeaseRecord {
             id: granted.id,
             ttl: granted.ttl.max(0) as Tick * 1_000,
@@ -197,9 +197,16 @@ impl LeaseClient {
                     shared.observed(&kvs);
                     let present = !kvs.is_empty();
                     all_gone &= !present;
-                    let revision = resp.header.as_ref().map_or(0, |h| h.revision);
-                    let (lease, key) = (format!("{:x}", record.id), &record.keys[i].key);
-                    tracing::debug!(lease, %key, member = *member, invoke, complete, present, revision, "observed");
+                    tracing::debug!(
+                        lease = %format!("{:x}", record.id),
+                        key = %record.keys[i].key,
+                        member = *member,
+                        invoke,
+                        complete,
+                        present,
+                        revision = revision(&resp.header),
+                        "observed"
+                    );
                     record.keys[i].observations.push(KeyObservation { invoke, complete, present });
                 }
                 Err(_) => {

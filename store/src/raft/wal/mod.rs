@@ -21,11 +21,20 @@ use std::sync::{Arc, Mutex};
 /// rare, small enough that a purged one frees its space soon.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Where an entry's record is.
+/// An entry's log id and where its record is.
 #[derive(Debug, Clone, Copy)]
 struct Location {
+    log_id: LogId,
     segment: u64,
     span: Span,
+}
+
+/// What replay reads of an entry record: the log id that leads it. The payload after it is
+/// left undecoded (bincode stops where the struct ends), so start-up does not decode every
+/// entry the log holds just to index it.
+#[derive(serde::Deserialize)]
+struct EntryHead {
+    log_id: LogId,
 }
 
 /// What the log holds, rebuilt from the segments at start-up.
@@ -46,13 +55,13 @@ struct State {
 }
 
 impl State {
-    /// Applies one record, at start-up or as it is written.
-    fn apply(&mut self, segment: u64, span: Span, record: Record<&Entry>) {
+    /// Applies one record (an entry stands for its log id), at start-up or as it is written.
+    fn apply(&mut self, segment: u64, span: Span, record: Record<LogId>) {
         match record {
-            Record::Entry(entry) => {
-                let index = entry.get_log_id().index;
+            Record::Entry(log_id) => {
+                let index = log_id.index;
                 self.index.split_off(&index);
-                self.index.insert(index, Location { segment, span });
+                self.index.insert(index, Location { log_id, segment, span });
                 let max = self.segments.entry(segment).or_default();
                 *max = (*max).max(Some(index));
             }
@@ -69,7 +78,7 @@ impl State {
     }
 
     /// The records that let a new segment stand alone once older ones are deleted.
-    fn checkpoint(&self) -> Vec<Record<&'static Entry>> {
+    fn checkpoint(&self) -> Vec<Record<LogId>> {
         let mut records = Vec::new();
         if let Some(log_id) = self.last_purged {
             records.push(Record::Purge(log_id));
@@ -102,10 +111,10 @@ impl Wal {
         let mut state = State::default();
         for (position, &id) in ids.iter().enumerate() {
             let bytes = segments.read_all(id)?;
-            let parsed = parse::<Entry>(&bytes);
+            let parsed = parse::<EntryHead>(&bytes);
             state.segments.insert(id, None);
-            for (span, record) in &parsed.records {
-                state.apply(id, *span, record.as_ref());
+            for (span, record) in parsed.records {
+                state.apply(id, span, record.map(|head| head.log_id));
             }
             if let Tail::Damaged { offset, reason } = &parsed.tail {
                 if position + 1 != ids.len() {
@@ -139,12 +148,9 @@ impl Wal {
     }
 
     /// The id of the last entry, or of the last purged one if no entry is left.
-    pub fn last_log_id(&self) -> EngineResult<Option<LogId>> {
-        let last = self.lock().index.last_key_value().map(|(_, location)| *location);
-        match last {
-            Some(location) => Ok(Some(*self.read_entry(location)?.get_log_id())),
-            None => Ok(self.last_purged()),
-        }
+    pub fn last_log_id(&self) -> Option<LogId> {
+        let state = self.lock();
+        state.index.last_key_value().map(|(_, location)| location.log_id).or(state.last_purged)
     }
 
     /// Entries with `start <= index < end` that the log holds, in order.
@@ -235,7 +241,7 @@ impl Wal {
         state.offset += bytes.len() as u64;
         state.dirty.insert(state.active);
         let active = state.active;
-        state.apply(active, span, record);
+        state.apply(active, span, record.map(|entry| *entry.get_log_id()));
         Ok(())
     }
 
@@ -317,7 +323,7 @@ mod tests {
         let wal = Wal::open(engine.segments(), SMALL).unwrap();
         assert_eq!(indexes(&wal), (0..20).collect::<Vec<_>>());
         assert_eq!((wal.vote(), wal.committed()), (Some(Vote::new(3, 7)), Some(log_id(15))));
-        assert_eq!(wal.last_log_id().unwrap(), Some(log_id(19)));
+        assert_eq!(wal.last_log_id(), Some(log_id(19)));
     }
 
     #[test]
@@ -338,7 +344,7 @@ mod tests {
         assert_eq!((wal.vote(), wal.last_purged()), (Some(Vote::new(2, 1)), Some(log_id(24))));
         // Everything purged: the last log id is the purge point.
         wal.purge(log_id(29)).unwrap();
-        assert_eq!(wal.last_log_id().unwrap(), Some(log_id(29)));
+        assert_eq!(wal.last_log_id(), Some(log_id(29)));
     }
 
     #[test]

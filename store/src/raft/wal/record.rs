@@ -33,13 +33,14 @@ pub enum Record<E> {
 }
 
 impl<E> Record<E> {
-    pub fn as_ref(&self) -> Record<&E> {
+    /// The same record with its entry turned into something else (e.g. its log id).
+    pub fn map<F>(self, f: impl FnOnce(E) -> F) -> Record<F> {
         match self {
-            Record::Entry(entry) => Record::Entry(entry),
-            Record::Truncate(from) => Record::Truncate(*from),
-            Record::Purge(log_id) => Record::Purge(*log_id),
-            Record::Vote(vote) => Record::Vote(*vote),
-            Record::Committed(committed) => Record::Committed(*committed),
+            Record::Entry(entry) => Record::Entry(f(entry)),
+            Record::Truncate(from) => Record::Truncate(from),
+            Record::Purge(log_id) => Record::Purge(log_id),
+            Record::Vote(vote) => Record::Vote(vote),
+            Record::Committed(committed) => Record::Committed(committed),
         }
     }
 }

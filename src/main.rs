@@ -133,8 +133,9 @@ struct ServerArgs {
     /// A token that tells clusters apart; part of every member id.
     #[arg(long, default_value = "etcd-cluster")]
     initial_cluster_token: String,
-    /// Applied entries between two snapshots (after which the log is truncated).
-    #[arg(long, default_value_t = 10_000)]
+    /// Applied entries between two snapshots (after which the log is truncated); etcd's default.
+    /// The applied state is persisted on its own, so a snapshot only bounds the log.
+    #[arg(long, default_value_t = 100_000)]
     snapshot_count: u64,
     /// Entries kept after a snapshot so that slow followers can catch up from the log.
     #[arg(long = "experimental-snapshot-catchup-entries", default_value_t = 5_000)]

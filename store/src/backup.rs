@@ -208,7 +208,7 @@ fn write_data_dir(
         revision
     };
     let sealed = codec::seal(identity).map_err(|e| BackupError::Storage(e.to_string()))?;
-    write_file_durably(&data_dir.join(IDENTITY_FILE), &sealed)
+    write_file_durably(&data_dir.join(IDENTITY_FILE), &[&sealed])
         .map_err(|e| BackupError::Storage(format!("{IDENTITY_FILE}: {e}")))?;
     Ok(revision)
 }

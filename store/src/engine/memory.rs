@@ -176,8 +176,8 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    fn write_blob(&self, name: &str, data: &[u8]) -> EngineResult<()> {
-        self.inner.lock().expect("engine lock").blobs.insert(name.to_string(), data.to_vec());
+    fn write_blob(&self, name: &str, parts: &[&[u8]]) -> EngineResult<()> {
+        self.inner.lock().expect("engine lock").blobs.insert(name.to_string(), parts.concat());
         Ok(())
     }
 

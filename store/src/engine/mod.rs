@@ -75,8 +75,8 @@ pub trait Engine: Send + Sync + 'static {
     /// Makes every write so far durable (fsync).
     fn sync(&self) -> EngineResult<()>;
 
-    /// Replaces a named blob; durable when it returns.
-    fn write_blob(&self, name: &str, data: &[u8]) -> EngineResult<()>;
+    /// Replaces a named blob with the concatenation of `parts`; durable when it returns.
+    fn write_blob(&self, name: &str, parts: &[&[u8]]) -> EngineResult<()>;
 
     fn read_blob(&self, name: &str) -> EngineResult<Option<Vec<u8>>>;
 

@@ -134,8 +134,9 @@ impl Mvcc {
         std::mem::take(&mut self.journal)
     }
 
-    /// Rebuilds a store from its persisted parts: the stored events in (revision, sub) order,
-    /// the leases, the current and the compacted revision. Start-up and snapshot install share it.
+    /// Rebuilds a store from its persisted parts: the stored events (each key's in (revision,
+    /// sub) order; keys in any order), the leases, the current and the compacted revision.
+    /// Start-up and snapshot install share it.
     pub fn restore(
         events: impl IntoIterator<Item = StoredEvent>,
         leases: impl IntoIterator<Item = (LeaseId, i64)>,
@@ -159,7 +160,7 @@ impl Mvcc {
                 }),
                 EventKind::Delete => None,
             };
-            mvcc.keys.entry(event.kv.key).or_default().push(Version { revision, sub, live });
+            mvcc.keys.entry(event.kv.key).or_insert_with(one_version).push(Version { revision, sub, live });
         }
         for (key, versions) in &mvcc.keys {
             if let Some(lease) = versions.last().and_then(|v| v.live.as_ref()).and_then(|l| l.lease) {
@@ -173,14 +174,19 @@ impl Mvcc {
 
     /// Every retained version as an event, in (revision, sub) order: the inverse of [`restore`].
     pub fn stored_events(&self) -> Vec<StoredEvent> {
-        let mut all: Vec<StoredEvent> = Vec::new();
-        for (key, versions) in &self.keys {
-            for v in versions {
-                all.push(StoredEvent { sub: v.sub, event: event_of(key, v, None) });
-            }
-        }
+        let mut all: Vec<StoredEvent> = self.versions().collect();
         all.sort_by_key(|e| (e.event.kv.mod_revision, e.sub));
         all
+    }
+
+    /// Every retained version as an event, key by key and each key's versions oldest first:
+    /// what [`restore`] needs, made one event at a time (a snapshot of a big store streams
+    /// them into its encoding instead of copying the history first).
+    pub fn versions(&self) -> impl ExactSizeIterator<Item = StoredEvent> + '_ {
+        let all = self.keys.iter().flat_map(|(key, versions)| {
+            versions.iter().map(move |v| StoredEvent { sub: v.sub, event: event_of(key, v, None) })
+        });
+        Counted { inner: all, left: self.keys.values().map(Vec::len).sum() }
     }
 
     /// Events with revision `>= from` on keys in `range`, in (revision, sub) order, with
@@ -366,18 +372,20 @@ impl Mvcc {
     }
 
     fn put(&mut self, w: &mut Writer, req: &PutRequest) -> PutResponse {
-        let versions = self.keys.entry(req.key.clone()).or_default();
-        let prev = versions.last().and_then(|v| v.live.clone());
+        if !self.keys.contains_key(&req.key) {
+            self.keys.insert(req.key.clone(), one_version());
+        }
+        let versions = self.keys.get_mut(&req.key).expect("inserted above");
         let prev_kv = versions.last().and_then(|v| kv_of(&req.key, v));
-        let value = match (&prev, req.ignore_value) {
+        let value = match (&prev_kv, req.ignore_value) {
             (Some(p), true) => p.value.clone(),
             _ => req.value.clone(),
         };
-        let lease = match (&prev, req.ignore_lease) {
+        let lease = match (&prev_kv, req.ignore_lease) {
             (Some(p), true) => p.lease,
             _ => req.lease,
         };
-        let (create_revision, version) = match &prev {
+        let (create_revision, version) = match &prev_kv {
             Some(p) => (p.create_revision, p.version + 1),
             None => (w.revision, 1),
         };
@@ -386,7 +394,7 @@ impl Mvcc {
         let v = Version { revision: w.revision, sub, live: Some(live) };
         let event = event_of(&req.key, &v, prev_kv.clone());
         versions.push(v);
-        self.reattach(&req.key, prev.and_then(|p| p.lease), lease);
+        self.reattach(&req.key, prev_kv.as_ref().and_then(|p| p.lease), lease);
         self.journal.events.push(StoredEvent { sub, event });
         PutResponse { prev_kv: if req.prev_kv { prev_kv } else { None } }
     }
@@ -547,6 +555,34 @@ impl Writer {
         self.next_sub > 0
     }
 }
+
+/// A new key's version list. Most keys hold one version, and `Vec`'s first push would make
+/// room for four: at a million keys that alone was a third of a member's memory.
+fn one_version() -> Vec<Version> {
+    Vec::with_capacity(1)
+}
+
+/// An iterator that knows its length, so that a serializer can write the count up front.
+struct Counted<I> {
+    inner: I,
+    left: usize,
+}
+
+impl<I: Iterator> Iterator for Counted<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        let item = self.inner.next()?;
+        self.left -= 1;
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl<I: Iterator> ExactSizeIterator for Counted<I> {}
 
 fn visible(versions: &[Version], at: Revision) -> Option<&Version> {
     let n = versions.partition_point(|v| v.revision <= at);

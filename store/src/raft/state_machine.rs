@@ -3,17 +3,18 @@
 //! disagree after a crash. Snapshots are the store's retained history at the applied index.
 //!
 //! Persisting is deferred, as etcd's backend does it: the changes of many applied entries are
-//! gathered and written as one batch every [`PERSIST_INTERVAL`] or [`PERSIST_OPS`] writes, and
-//! that write is not synced. Nothing acknowledged depends on it: committed entries are durable
+//! gathered and written as one batch every [`PERSIST_INTERVAL`] or [`PERSIST_OPS`] writes, by
+//! the [`Persister`]'s thread, and that write is not synced. Nothing acknowledged depends on it: committed entries are durable
 //! in a quorum's logs, a restarted member re-applies the entries after the persisted applied
 //! index, and before entries are purged from the log the snapshot that covers them is durable
 //! (and installed at start-up when it is newer than the persisted state).
 
+use super::persister::Persister;
 use super::types::*;
 use crate::codec;
 use crate::engine::{keys, Batch, EngineError, SharedEngine};
 use crate::ids::{LeaseId, Revision};
-use crate::mvcc::{Journal, Mvcc, StoredEvent};
+use crate::mvcc::{Journal, KeyValue, Mvcc, StoredEvent};
 use crate::watch::{WatchConfig, WatchHub};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, StorageIOError};
@@ -40,23 +41,34 @@ struct SmMeta {
     compacted: Revision,
 }
 
-/// The body of a snapshot: everything needed to rebuild the store at its index.
+/// The body of a snapshot: everything needed to rebuild the store at its index. Read back as
+/// it is declared; written by [`SnapshotBody::of`] with `events` streamed from the store.
 #[derive(Serialize, Deserialize)]
-struct SnapshotBody {
+struct SnapshotBody<E = Vec<StoredEvent>> {
     revision: Revision,
     compacted: Revision,
     leases: Vec<(LeaseId, i64)>,
-    events: Vec<StoredEvent>,
+    events: E,
+}
+
+/// Encodes as the sequence of every version the store holds, made one at a time: a snapshot
+/// of a big store is never a second copy of its history in memory.
+struct Versions<'a>(&'a Mvcc);
+
+impl Serialize for Versions<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.versions())
+    }
 }
 
 impl SnapshotBody {
-    /// The applied state's history, copied (the caller holds the state's lock).
-    fn of(state: &SmState) -> SnapshotBody {
+    /// The applied state's history, ready to encode (the caller holds the state's lock).
+    fn of(state: &SmState) -> SnapshotBody<Versions<'_>> {
         SnapshotBody {
             revision: state.mvcc.revision(),
             compacted: state.mvcc.compacted(),
             leases: state.mvcc.leases().iter().map(|(id, l)| (*id, l.ttl)).collect(),
-            events: state.mvcc.stored_events(),
+            events: Versions(&state.mvcc),
         }
     }
 }
@@ -92,8 +104,9 @@ pub const PERSIST_OPS: usize = 10_000;
 pub struct StateMachine {
     shared: Arc<KvState>,
     engine: SharedEngine,
-    /// Changes applied but not yet written to the engine, oldest first.
+    /// Changes applied but not yet handed to the persister, oldest first.
     unpersisted: Batch,
+    persister: Persister,
     last_persisted: tokio::time::Instant,
 }
 
@@ -113,6 +126,7 @@ impl StateMachine {
         let hub = WatchHub::new(state.mvcc.revision(), WatchConfig::default());
         Ok(StateMachine {
             shared: Arc::new(KvState { state: RwLock::new(state), applied_tx, watch: hub }),
+            persister: Persister::new(engine.clone()),
             engine,
             unpersisted: Batch::default(),
             last_persisted: tokio::time::Instant::now(),
@@ -129,23 +143,26 @@ fn load(engine: &SharedEngine) -> Result<SmState, EngineError> {
         Some(bytes) => codec::open(&bytes).map_err(|e| EngineError::corrupt(keys::STATE_MACHINE, e))?,
         None => SmMeta { revision: Revision::INITIAL, ..SmMeta::default() },
     };
+    // The events are decoded as the store is rebuilt, one at a time, rather than collected
+    // first: a member with a big store does not hold its history twice while starting.
     let (start, end) = keys::all(keys::EVENT);
-    let mut events = Vec::new();
-    for item in engine.scan(&start, &end) {
-        let (key, value) = item?;
-        events.push(codec::open::<StoredEvent>(&value).map_err(|e| EngineError::corrupt(&key, e))?);
-    }
+    let mut failure = None;
+    let events = engine.scan(&start, &end).map_while(|item| {
+        let decoded =
+            item.and_then(|(key, value)| codec::open::<StoredEvent>(&value).map_err(|e| EngineError::corrupt(&key, e)));
+        decoded.map_err(|e| failure = Some(e)).ok()
+    });
     let (start, end) = keys::all(keys::LEASE);
     let mut leases = Vec::new();
     for item in engine.scan(&start, &end) {
         let (key, value) = item?;
         leases.push(codec::open::<(LeaseId, i64)>(&value).map_err(|e| EngineError::corrupt(&key, e))?);
     }
-    Ok(SmState {
-        mvcc: Mvcc::restore(events, leases, meta.revision, meta.compacted),
-        applied: meta.applied,
-        membership: meta.membership,
-    })
+    let mvcc = Mvcc::restore(events, leases, meta.revision, meta.compacted);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(SmState { mvcc, applied: meta.applied, membership: meta.membership })
 }
 
 fn meta_record(state: &SmState) -> Result<Vec<u8>, EngineError> {
@@ -162,10 +179,18 @@ fn seal<T: Serialize>(value: &T) -> Result<Vec<u8>, EngineError> {
     codec::seal(value).map_err(|e| EngineError::Io(e.to_string()))
 }
 
+/// An event as it is persisted: without its `prev_kv`, which rebuilding the store never reads
+/// (it is the key's previous version, persisted already), so an overwrite stores one value,
+/// not two. Encoded exactly as a [`StoredEvent`] whose `prev_kv` is `None` (bincode encodes a
+/// struct as the tuple of its fields).
+fn persisted_event(e: &StoredEvent) -> Result<Vec<u8>, EngineError> {
+    seal(&(e.sub, (&e.event.kind, &e.event.kv, None::<&KeyValue>)))
+}
+
 /// The writes that persist one batch's journal.
 fn journal_batch(journal: &Journal, batch: &mut Batch) -> Result<(), EngineError> {
     for e in &journal.events {
-        batch.put(keys::event(e.event.kv.mod_revision, e.sub), seal(e)?);
+        batch.put(keys::event(e.event.kv.mod_revision, e.sub), persisted_event(e)?);
     }
     for (rev, sub) in &journal.forgotten {
         batch.delete(keys::event(*rev, *sub));
@@ -197,7 +222,7 @@ fn persist_snapshot(engine: &SharedEngine, meta: &SnapshotMeta, body: &SnapshotB
         }
     }
     for e in &body.events {
-        batch.put(keys::event(e.event.kv.mod_revision, e.sub), seal(e)?);
+        batch.put(keys::event(e.event.kv.mod_revision, e.sub), persisted_event(e)?);
     }
     for lease in &body.leases {
         batch.put(keys::lease(lease.0), seal(lease)?);
@@ -213,11 +238,24 @@ fn persist_snapshot(engine: &SharedEngine, meta: &SnapshotMeta, body: &SnapshotB
     engine.sync()
 }
 
+/// Stores a snapshot as its sealed metadata (length first) followed by its body exactly as it
+/// is sent to peers (sealed itself), so that writing one never copies the body.
+fn write_snapshot_blob(engine: &SharedEngine, meta: &SnapshotMeta, data: &[u8]) -> Result<(), EngineError> {
+    let meta = seal(meta)?;
+    engine.write_blob(SNAPSHOT_BLOB, &[&(meta.len() as u64).to_le_bytes(), &meta, data])
+}
+
 fn read_snapshot_blob(engine: &SharedEngine) -> Result<Option<(SnapshotMeta, Vec<u8>)>, EngineError> {
-    match engine.read_blob(SNAPSHOT_BLOB)? {
-        Some(bytes) => codec::open(&bytes).map(Some).map_err(|e| EngineError::corrupt(SNAPSHOT_BLOB.as_bytes(), e)),
-        None => Ok(None),
-    }
+    let Some(mut bytes) = engine.read_blob(SNAPSHOT_BLOB)? else { return Ok(None) };
+    let corrupt = |reason: &dyn std::fmt::Display| EngineError::corrupt(SNAPSHOT_BLOB.as_bytes(), reason);
+    let meta_len = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("eight bytes")) as usize);
+    let meta_end = match meta_len.and_then(|n| n.checked_add(8)) {
+        Some(end) if end <= bytes.len() => end,
+        _ => return Err(corrupt(&"shorter than its metadata")),
+    };
+    let meta: SnapshotMeta = codec::open(&bytes[8..meta_end]).map_err(|e| corrupt(&e))?;
+    bytes.drain(..meta_end);
+    Ok(Some((meta, bytes)))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -256,10 +294,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let journal = state.mvcc.take_journal();
             journal_batch(&journal, &mut self.unpersisted).map_err(|e| io_err(ErrorVerb::Write, e))?;
             if self.unpersisted.len() >= PERSIST_OPS || self.last_persisted.elapsed() >= PERSIST_INTERVAL {
-                // Written while holding the lock, so persisted order equals applied order.
+                // Handed over while holding the lock, so persisted order equals applied order.
                 let mut batch = std::mem::take(&mut self.unpersisted);
                 batch.put(keys::STATE_MACHINE.to_vec(), meta_record(&state).map_err(|e| io_err(ErrorVerb::Write, e))?);
-                self.engine.write(batch).map_err(|e| io_err(ErrorVerb::Write, e))?;
+                self.persister.write(batch).map_err(|e| io_err(ErrorVerb::Write, e))?;
                 self.last_persisted = tokio::time::Instant::now();
             }
             // Watchers see a batch once it is committed (durable on a quorum's logs), and
@@ -290,13 +328,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         // The snapshot replaces the state those changes were made to.
         self.unpersisted = Batch::default();
-        let engine = self.engine.clone();
+        let (engine, persister) = (self.engine.clone(), &self.persister);
         let installed = off_the_runtime(|| -> Result<SmState, StorageError> {
+            // Batches still queued predate the snapshot: written after it, they would undo it.
+            persister.drain().map_err(|e| io_err(ErrorVerb::Write, e))?;
             let body: SnapshotBody = codec::open(&data).map_err(|e| io_err(ErrorVerb::Read, e))?;
             tracing::info!(snapshot = %meta.snapshot_id, revision = %body.revision, bytes = data.len(), "installing snapshot");
             persist_snapshot(&engine, meta, &body).map_err(|e| io_err(ErrorVerb::Write, e))?;
-            let blob = codec::seal(&(meta, &data)).map_err(|e| io_err(ErrorVerb::Write, e))?;
-            engine.write_blob(SNAPSHOT_BLOB, &blob).map_err(|e| io_err(ErrorVerb::Write, e))?;
+            write_snapshot_blob(&engine, meta, &data).map_err(|e| io_err(ErrorVerb::Write, e))?;
             Ok(state_of(meta, body))
         })?;
         let revision = {
@@ -332,7 +371,7 @@ pub(crate) fn seed_from_backup(
     data: &[u8],
 ) -> Result<Revision, EngineError> {
     let body: SnapshotBody = codec::open(data).map_err(|e| EngineError::corrupt(b"backup payload", e))?;
-    engine.write_blob(SNAPSHOT_BLOB, &seal(&(meta, data))?)?;
+    write_snapshot_blob(engine, meta, data)?;
     Ok(body.revision)
 }
 
@@ -367,8 +406,9 @@ fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
 // openraft's storage traits fix the (large) error type; helpers return it unchanged.
 #[allow(clippy::result_large_err)]
 fn build_snapshot(shared: &KvState, engine: &SharedEngine) -> Result<Snapshot<TypeConfig>, StorageError> {
-    // The read lock gives a consistent view; apply waits only while the history is copied.
-    let (meta, body) = {
+    // The read lock gives a consistent view; apply waits while the history is encoded (which
+    // costs about what copying it would, without the copy).
+    let (meta, data) = {
         let state = shared.read();
         let id = match state.applied {
             Some(log_id) => format!("{}-{}", log_id.leader_id.term, log_id.index),
@@ -376,10 +416,79 @@ fn build_snapshot(shared: &KvState, engine: &SharedEngine) -> Result<Snapshot<Ty
         };
         let meta =
             SnapshotMeta { last_log_id: state.applied, last_membership: state.membership.clone(), snapshot_id: id };
-        (meta, SnapshotBody::of(&state))
+        (meta, codec::seal(&SnapshotBody::of(&state)).map_err(|e| io_err(ErrorVerb::Write, e))?)
     };
-    let data = codec::seal(&body).map_err(|e| io_err(ErrorVerb::Write, e))?;
-    let blob = codec::seal(&(&meta, &data)).map_err(|e| io_err(ErrorVerb::Write, e))?;
-    engine.write_blob(SNAPSHOT_BLOB, &blob).map_err(|e| io_err(ErrorVerb::Write, e))?;
+    write_snapshot_blob(engine, &meta, &data).map_err(|e| io_err(ErrorVerb::Write, e))?;
     Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::MemoryEngine;
+    use crate::mvcc::{Command, DeleteRangeRequest, KeyRange, PutRequest};
+
+    fn put_with(key: &str, value: &str, lease: Option<LeaseId>) -> Command {
+        let (key, value) = (key.into(), value.into());
+        Command::Put(PutRequest { key, value, lease, prev_kv: false, ignore_value: false, ignore_lease: false })
+    }
+
+    fn put(key: &str, value: &str) -> Command {
+        put_with(key, value, None)
+    }
+
+    /// A store with overwrites, a delete and a lease: every shape a version can have.
+    fn store() -> Mvcc {
+        let mut mvcc = Mvcc::default();
+        let commands = [
+            Command::LeaseGrant { id: LeaseId(9), ttl: 30 },
+            put("a", "1"),
+            put("b", "2"),
+            put("a", "3"),
+            put_with("c", "4", Some(LeaseId(9))),
+            Command::DeleteRange(DeleteRangeRequest { range: KeyRange::single("b"), prev_kv: false }),
+        ];
+        for command in &commands {
+            mvcc.apply(command).unwrap();
+        }
+        mvcc
+    }
+
+    #[test]
+    fn a_persisted_event_leaves_out_prev_kv_and_reads_back_as_a_stored_event() {
+        let mut mvcc = store();
+        mvcc.apply(&put("a", "5")).unwrap();
+        let overwrite = mvcc.take_journal().events.pop().unwrap();
+        assert!(overwrite.event.prev_kv.is_some(), "an overwrite's event carries the previous version");
+        let read: StoredEvent = codec::open(&persisted_event(&overwrite).unwrap()).unwrap();
+        let mut expected = overwrite;
+        expected.event.prev_kv = None;
+        assert_eq!(read, expected);
+    }
+
+    #[test]
+    fn a_snapshot_encoded_from_the_store_rebuilds_the_same_store() {
+        let mvcc = store();
+        let state = SmState { mvcc: mvcc.clone(), applied: None, membership: StoredMembership::default() };
+        let data = codec::seal(&SnapshotBody::of(&state)).unwrap();
+        let body: SnapshotBody = codec::open(&data).unwrap();
+        assert_eq!(body.events.len(), mvcc.stored_events().len());
+        let rebuilt = state_of(&SnapshotMeta::default(), body).mvcc;
+        assert_eq!(rebuilt.stored_events(), mvcc.stored_events());
+        assert_eq!(rebuilt.leases(), mvcc.leases());
+        assert_eq!((rebuilt.revision(), rebuilt.compacted()), (mvcc.revision(), mvcc.compacted()));
+    }
+
+    #[test]
+    fn the_snapshot_blob_reads_back_and_a_cut_one_is_corrupt() {
+        let engine: SharedEngine = Arc::new(MemoryEngine::new());
+        let meta = SnapshotMeta { snapshot_id: "1-7".into(), ..SnapshotMeta::default() };
+        write_snapshot_blob(&engine, &meta, b"body").unwrap();
+        let (read, data) = read_snapshot_blob(&engine).unwrap().unwrap();
+        assert_eq!((read.snapshot_id.as_str(), data.as_slice()), ("1-7", b"body".as_slice()));
+
+        let whole = engine.read_blob(SNAPSHOT_BLOB).unwrap().unwrap();
+        engine.write_blob(SNAPSHOT_BLOB, &[&whole[..12]]).unwrap();
+        assert!(matches!(read_snapshot_blob(&engine), Err(EngineError::Corrupt { .. })));
+    }
 }

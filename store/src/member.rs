@@ -14,7 +14,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::ids::{stable_hash, MemberId, Revision};
 use crate::mvcc::{Applied, Command, RangeRequest, RangeResponse};
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{ForwardError, PeerNetwork, ProposeReply};
+use crate::raft::network::{ForwardError, PeerNetwork};
 use crate::raft::state_machine::{KvState, StateMachine};
 use crate::raft::wal::{Wal, SEGMENT_BYTES};
 use crate::raft::{MemberNode, Proposal, ProposalResult, Raft};
@@ -199,9 +199,7 @@ pub(crate) struct Replicator {
 struct Pending {
     command: Command,
     size: usize,
-    /// The log index of the entry that carried the command (0 if it was not replicated) and
-    /// the command's result.
-    reply: oneshot::Sender<(u64, StoreResult<Applied>)>,
+    reply: oneshot::Sender<StoreResult<Applied>>,
 }
 
 /// A handle to the running member; cheap to clone.
@@ -448,40 +446,11 @@ impl Member {
     /// Replicates a command through Raft (forwarded to the leader when this member is not it)
     /// and returns its result once applied here.
     pub async fn propose(&self, command: Command) -> StoreResult<Applied> {
-        let tx = self.proposals()?;
-        let rx = enqueue(&tx, command).await?;
-        rx.await.map_err(|_| StoreError::Stopped)?.1
-    }
-
-    /// A batch a follower forwarded: while this member leads, its commands join the local
-    /// batches, so that the writes arriving at every member share the leader's entries (and
-    /// its log syncs) instead of each forwarded batch costing an entry of its own.
-    pub(crate) async fn propose_forwarded(&self, proposal: Proposal) -> ProposeReply {
-        if self.inner.rep.raft.metrics().borrow().current_leader != Some(self.inner.rep.id.0) {
-            // Nothing was appended: the follower may safely send it to the leader it learns.
-            return Err(ForwardError::NotLeader);
-        }
-        let tx = self.proposals().map_err(|_| ForwardError::NotLeader)?;
-        let mut pending = Vec::with_capacity(proposal.commands.len());
-        for command in proposal.commands {
-            pending.push(enqueue(&tx, command).await);
-        }
-        let (mut index, mut results) = (0, Vec::with_capacity(pending.len()));
-        for rx in pending {
-            let (at, result) = match rx {
-                Ok(rx) => rx.await.unwrap_or((0, Err(StoreError::Stopped))),
-                Err(e) => (0, Err(e)),
-            };
-            index = index.max(at);
-            // A command this member stopped handling may still have been appended: to the
-            // follower's client that is an unknown outcome, as etcd reports it.
-            results.push(result.map_err(|e| if e == StoreError::Stopped { StoreError::Timeout } else { e }));
-        }
-        Ok((index, ProposalResult { results }))
-    }
-
-    fn proposals(&self) -> StoreResult<mpsc::Sender<Pending>> {
-        self.inner.proposals.lock().expect("proposals lock").clone().ok_or(StoreError::Stopped)
+        let size = bincode::serialized_size(&command).map_err(|e| StoreError::Internal(e.to_string()))? as usize;
+        let (reply, rx) = oneshot::channel();
+        let tx = self.inner.proposals.lock().expect("proposals lock").clone().ok_or(StoreError::Stopped)?;
+        tx.send(Pending { command, size, reply }).await.map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
     }
 
     /// Stops accepting proposals, lets queued ones finish, stops Raft and makes everything durable.
@@ -509,17 +478,6 @@ impl Member {
             tracing::error!("final sync failed: {e}");
         }
     }
-}
-
-/// Queues one command for the batcher; the receiver gets its entry's index and result.
-async fn enqueue(
-    tx: &mpsc::Sender<Pending>,
-    command: Command,
-) -> StoreResult<oneshot::Receiver<(u64, StoreResult<Applied>)>> {
-    let size = bincode::serialized_size(&command).map_err(|e| StoreError::Internal(e.to_string()))? as usize;
-    let (reply, rx) = oneshot::channel();
-    tx.send(Pending { command, size, reply }).await.map_err(|_| StoreError::Stopped)?;
-    Ok(rx)
 }
 
 /// Collects queued commands into batches and replicates up to MAX_BATCHES_IN_FLIGHT at once.
@@ -567,16 +525,16 @@ impl Replicator {
         let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
         let count = commands.len();
         match self.submit(Proposal { commands }).await {
-            Ok((index, result)) if result.results.len() == count => {
+            Ok(result) if result.results.len() == count => {
                 for (reply, r) in replies.into_iter().zip(result.results) {
-                    let _ = reply.send((index, r));
+                    let _ = reply.send(r);
                 }
             }
-            Ok((index, result)) => {
+            Ok(result) => {
                 let e = StoreError::Internal(format!("{count} commands applied as {}", result.results.len()));
-                replies.into_iter().for_each(|r| drop(r.send((index, Err(e.clone())))));
+                replies.into_iter().for_each(|r| drop(r.send(Err(e.clone()))));
             }
-            Err(e) => replies.into_iter().for_each(|r| drop(r.send((0, Err(e.clone()))))),
+            Err(e) => replies.into_iter().for_each(|r| drop(r.send(Err(e.clone())))),
         }
     }
 
@@ -600,15 +558,14 @@ impl Replicator {
         }
     }
 
-    /// Replicates one entry, retrying only where the entry was certainly not appended; returns
-    /// the entry's log index with its results.
-    async fn submit(&self, proposal: Proposal) -> StoreResult<(u64, ProposalResult)> {
+    /// Replicates one entry, retrying only where the entry was certainly not appended.
+    async fn submit(&self, proposal: Proposal) -> StoreResult<ProposalResult> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
             let (leader, url) = self.leader(deadline).await?;
             if leader == self.id.0 {
                 match self.raft.client_write(proposal.clone()).await {
-                    Ok(written) => return Ok((written.log_id.index, written.data)),
+                    Ok(written) => return Ok(written.data),
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
                     Err(RaftError::APIError(e)) => return Err(StoreError::Internal(e.to_string())),
                     Err(RaftError::Fatal(_)) => return Err(StoreError::Stopped),
@@ -619,7 +576,7 @@ impl Replicator {
                     Forwarded::Done(index, result) => {
                         // Apply locally before answering, so this member serves the write next.
                         let _ = self.raft.wait(Some(remaining)).applied_index_at_least(Some(index), "forwarded").await;
-                        return Ok((index, result));
+                        return Ok(result);
                     }
                     Forwarded::Retry => {}
                     Forwarded::Fail(e) => return Err(e),

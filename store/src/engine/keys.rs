@@ -4,8 +4,10 @@
 
 use crate::ids::{LeaseId, Revision};
 
-/// Stored MVCC events by (revision, sub).
-pub const EVENT: u8 = b'r';
+/// Chunks of stored MVCC events, by the (revision, sub) of their first event.
+pub const CHUNK: u8 = b'c';
+/// Where each stored event had a record of its own before chunks (only checked for).
+pub const EVENT_BEFORE_CHUNKS: u8 = b'r';
 /// Leases by id.
 pub const LEASE: u8 = b's';
 /// Single metadata records.
@@ -13,8 +15,8 @@ pub const META: u8 = b'm';
 
 pub const STATE_MACHINE: &[u8] = b"mstate";
 
-pub fn event(revision: Revision, sub: u32) -> Vec<u8> {
-    let mut k = vec![EVENT];
+pub fn chunk(revision: Revision, sub: u32) -> Vec<u8> {
+    let mut k = vec![CHUNK];
     k.extend_from_slice(&revision.0.to_be_bytes());
     k.extend_from_slice(&sub.to_be_bytes());
     k

@@ -7,7 +7,8 @@
 //! simulation, unit tests) batches are written in place, so that what a simulated crash finds
 //! persisted depends on nothing but the simulation's seed.
 
-use crate::engine::{Batch, EngineError, EngineResult, SharedEngine};
+use super::history::{self, Changes};
+use crate::engine::{EngineError, EngineResult, SharedEngine};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -16,7 +17,7 @@ use std::thread::JoinHandle;
 const QUEUE: usize = 4;
 
 enum Job {
-    Write(Batch),
+    Write(Changes, Vec<u8>),
     /// Answered once every batch queued before it is written.
     Drain(SyncSender<()>),
 }
@@ -52,13 +53,14 @@ impl Persister {
         Persister { engine, thread }
     }
 
-    /// Writes `batch` after every batch written before it (not synced).
-    pub fn write(&self, batch: Batch) -> EngineResult<()> {
+    /// Persists `changes` with the state machine's metadata record `meta`, after everything
+    /// handed over before them (not synced).
+    pub fn write(&self, changes: Changes, meta: Vec<u8>) -> EngineResult<()> {
         match &self.thread {
-            None => self.engine.write(batch),
+            None => history::persist(self.engine.as_ref(), changes, meta),
             Some(worker) => {
                 worker.check()?;
-                worker.jobs.send(Job::Write(batch)).map_err(|_| stopped())
+                worker.jobs.send(Job::Write(changes, meta)).map_err(|_| stopped())
             }
         }
     }
@@ -95,11 +97,11 @@ impl Drop for Persister {
 fn work(engine: &SharedEngine, jobs: Receiver<Job>, failed: &Mutex<Option<String>>) {
     for job in jobs {
         match job {
-            Job::Write(batch) => {
+            Job::Write(changes, meta) => {
                 if failed.lock().expect("persister lock").is_some() {
                     continue;
                 }
-                if let Err(e) = engine.write(batch) {
+                if let Err(e) = history::persist(engine.as_ref(), changes, meta) {
                     tracing::error!("persisting applied state failed: {e}");
                     *failed.lock().expect("persister lock") = Some(e.to_string());
                 }

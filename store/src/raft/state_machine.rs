@@ -9,12 +9,13 @@
 //! index, and before entries are purged from the log the snapshot that covers them is durable
 //! (and installed at start-up when it is newer than the persisted state).
 
+use super::history::{self, Changes};
 use super::persister::Persister;
 use super::types::*;
 use crate::codec;
 use crate::engine::{keys, Batch, EngineError, SharedEngine};
 use crate::ids::{LeaseId, Revision};
-use crate::mvcc::{Journal, KeyValue, Mvcc, StoredEvent};
+use crate::mvcc::{Mvcc, StoredEvent};
 use crate::watch::{WatchConfig, WatchHub};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, StorageIOError};
@@ -104,8 +105,8 @@ pub const PERSIST_OPS: usize = 10_000;
 pub struct StateMachine {
     shared: Arc<KvState>,
     engine: SharedEngine,
-    /// Changes applied but not yet handed to the persister, oldest first.
-    unpersisted: Batch,
+    /// Changes applied but not yet handed to the persister.
+    unpersisted: Changes,
     persister: Persister,
     last_persisted: tokio::time::Instant,
 }
@@ -128,7 +129,7 @@ impl StateMachine {
             shared: Arc::new(KvState { state: RwLock::new(state), applied_tx, watch: hub }),
             persister: Persister::new(engine.clone()),
             engine,
-            unpersisted: Batch::default(),
+            unpersisted: Changes::default(),
             last_persisted: tokio::time::Instant::now(),
         })
     }
@@ -143,15 +144,11 @@ fn load(engine: &SharedEngine) -> Result<SmState, EngineError> {
         Some(bytes) => codec::open(&bytes).map_err(|e| EngineError::corrupt(keys::STATE_MACHINE, e))?,
         None => SmMeta { revision: Revision::INITIAL, ..SmMeta::default() },
     };
-    // The events are decoded as the store is rebuilt, one at a time, rather than collected
+    history::check_layout(engine.as_ref())?;
+    // The events are decoded as the store is rebuilt, a chunk at a time, rather than collected
     // first: a member with a big store does not hold its history twice while starting.
-    let (start, end) = keys::all(keys::EVENT);
     let mut failure = None;
-    let events = engine.scan(&start, &end).map_while(|item| {
-        let decoded =
-            item.and_then(|(key, value)| codec::open::<StoredEvent>(&value).map_err(|e| EngineError::corrupt(&key, e)));
-        decoded.map_err(|e| failure = Some(e)).ok()
-    });
+    let events = history::events(engine.as_ref()).map_while(|item| item.map_err(|e| failure = Some(e)).ok());
     let (start, end) = keys::all(keys::LEASE);
     let mut leases = Vec::new();
     for item in engine.scan(&start, &end) {
@@ -179,31 +176,6 @@ fn seal<T: Serialize>(value: &T) -> Result<Vec<u8>, EngineError> {
     codec::seal(value).map_err(|e| EngineError::Io(e.to_string()))
 }
 
-/// An event as it is persisted: without its `prev_kv`, which rebuilding the store never reads
-/// (it is the key's previous version, persisted already), so an overwrite stores one value,
-/// not two. Encoded exactly as a [`StoredEvent`] whose `prev_kv` is `None` (bincode encodes a
-/// struct as the tuple of its fields).
-fn persisted_event(e: &StoredEvent) -> Result<Vec<u8>, EngineError> {
-    seal(&(e.sub, (&e.event.kind, &e.event.kv, None::<&KeyValue>)))
-}
-
-/// The writes that persist one batch's journal.
-fn journal_batch(journal: &Journal, batch: &mut Batch) -> Result<(), EngineError> {
-    for e in &journal.events {
-        batch.put(keys::event(e.event.kv.mod_revision, e.sub), persisted_event(e)?);
-    }
-    for (rev, sub) in &journal.forgotten {
-        batch.delete(keys::event(*rev, *sub));
-    }
-    for (id, ttl) in &journal.leases_granted {
-        batch.put(keys::lease(*id), seal(&(*id, *ttl))?);
-    }
-    for id in &journal.leases_revoked {
-        batch.delete(keys::lease(*id));
-    }
-    Ok(())
-}
-
 fn state_of(meta: &SnapshotMeta, body: SnapshotBody) -> SmState {
     SmState {
         mvcc: Mvcc::restore(body.events, body.leases, body.revision, body.compacted),
@@ -215,18 +187,7 @@ fn state_of(meta: &SnapshotMeta, body: SnapshotBody) -> SmState {
 /// Replaces the persisted state machine by a snapshot's content, atomically.
 fn persist_snapshot(engine: &SharedEngine, meta: &SnapshotMeta, body: &SnapshotBody) -> Result<(), EngineError> {
     let mut batch = Batch::default();
-    for prefix in [keys::EVENT, keys::LEASE] {
-        let (start, end) = keys::all(prefix);
-        for item in engine.scan(&start, &end) {
-            batch.delete(item?.0);
-        }
-    }
-    for e in &body.events {
-        batch.put(keys::event(e.event.kv.mod_revision, e.sub), persisted_event(e)?);
-    }
-    for lease in &body.leases {
-        batch.put(keys::lease(lease.0), seal(lease)?);
-    }
+    history::replace_all(engine.as_ref(), &body.events, &body.leases, &mut batch)?;
     let sm_meta = SmMeta {
         applied: meta.last_log_id,
         membership: meta.last_membership.clone(),
@@ -292,12 +253,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 responses.push(result);
             }
             let journal = state.mvcc.take_journal();
-            journal_batch(&journal, &mut self.unpersisted).map_err(|e| io_err(ErrorVerb::Write, e))?;
+            self.unpersisted.add(&journal).map_err(|e| io_err(ErrorVerb::Write, e))?;
             if self.unpersisted.len() >= PERSIST_OPS || self.last_persisted.elapsed() >= PERSIST_INTERVAL {
                 // Handed over while holding the lock, so persisted order equals applied order.
-                let mut batch = std::mem::take(&mut self.unpersisted);
-                batch.put(keys::STATE_MACHINE.to_vec(), meta_record(&state).map_err(|e| io_err(ErrorVerb::Write, e))?);
-                self.persister.write(batch).map_err(|e| io_err(ErrorVerb::Write, e))?;
+                let changes = std::mem::take(&mut self.unpersisted);
+                let meta = meta_record(&state).map_err(|e| io_err(ErrorVerb::Write, e))?;
+                self.persister.write(changes, meta).map_err(|e| io_err(ErrorVerb::Write, e))?;
                 self.last_persisted = tokio::time::Instant::now();
             }
             // Watchers see a batch once it is committed (durable on a quorum's logs), and
@@ -327,7 +288,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         // The snapshot replaces the state those changes were made to.
-        self.unpersisted = Batch::default();
+        self.unpersisted = Changes::default();
         let (engine, persister) = (self.engine.clone(), &self.persister);
         let installed = off_the_runtime(|| -> Result<SmState, StorageError> {
             // Batches still queued predate the snapshot: written after it, they would undo it.
@@ -452,18 +413,6 @@ mod tests {
             mvcc.apply(command).unwrap();
         }
         mvcc
-    }
-
-    #[test]
-    fn a_persisted_event_leaves_out_prev_kv_and_reads_back_as_a_stored_event() {
-        let mut mvcc = store();
-        mvcc.apply(&put("a", "5")).unwrap();
-        let overwrite = mvcc.take_journal().events.pop().unwrap();
-        assert!(overwrite.event.prev_kv.is_some(), "an overwrite's event carries the previous version");
-        let read: StoredEvent = codec::open(&persisted_event(&overwrite).unwrap()).unwrap();
-        let mut expected = overwrite;
-        expected.event.prev_kv = None;
-        assert_eq!(read, expected);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::types::*;
 use crate::member::Member;
 use berth_proto::berthraftpb::raft_transport_server::{RaftTransport, RaftTransportServer};
 use berth_proto::berthraftpb::Payload;
-use openraft::error::RaftError;
+use openraft::error::{ClientWriteError, RaftError};
 use tonic::{Request, Response, Status};
 
 pub struct PeerService {
@@ -48,7 +48,10 @@ impl RaftTransport for PeerService {
 
     async fn propose(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let proposal: Proposal = decode(req.into_inner())?;
-        let reply: ProposeReply = self.member.propose_forwarded(proposal).await;
+        let reply: ProposeReply = match self.raft.client_write(proposal).await {
+            Ok(written) => Ok((written.log_id.index, written.data)),
+            Err(e) => Err(forward_error(e, |api| matches!(api, ClientWriteError::ForwardToLeader(_)))),
+        };
         Ok(Response::new(encode(&reply)?))
     }
 

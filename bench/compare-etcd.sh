@@ -14,7 +14,10 @@
 #   --full   also load 1,000,000 keys of 256 B into each cluster, then report each member's
 #            resident memory, data dir size, and the time a restarted member takes to serve.
 #            Takes many minutes; without it the run takes a few.
-# Environment: PUT_TOTAL, PUT1_TOTAL, RANGE_TOTAL, WATCH_TOTAL (operations per workload),
+# Every workload runs ROUNDS times on each cluster (alternating which goes first) and the table
+# shows the median of each number over the rounds, so that one noisy round on a shared machine
+# does not decide a ratio.
+# Environment: ROUNDS (default 3), PUT_TOTAL, PUT1_TOTAL, RANGE_TOTAL, WATCH_TOTAL (operations per workload),
 #   LOAD_TOTAL (keys loaded by --full), BERTH_PORT, ETCD_PORT (first client port of each
 #   cluster; member i uses PORT+10*i for clients and PORT+10*i+1 for peers), KEEP=1 (keep the
 #   temporary directory with the logs and JSON reports).
@@ -35,6 +38,7 @@ for arg in "$@"; do
   esac
 done
 
+ROUNDS=${ROUNDS:-3}
 PUT_TOTAL=${PUT_TOTAL:-20000}
 PUT1_TOTAL=${PUT1_TOTAL:-2000}
 RANGE_TOTAL=${RANGE_TOTAL:-20000}
@@ -202,20 +206,23 @@ bench() {
   fi
 }
 
-# pair NAME ARGS...: the same workload on both clusters; the order alternates from one workload
-# to the next so that neither always runs on a machine warmed (or tired) by the other.
+# pair NAME ARGS...: the same workload on both clusters, ROUNDS times (reports NAME.rN); the
+# order alternates from one round to the next so that neither always runs on a machine warmed
+# (or tired) by the other.
 PAIR=0
 pair() {
-  local name=$1
+  local name=$1 round
   shift
-  if [ $((PAIR % 2)) = 0 ]; then
-    bench berth "$name" "$@"
-    bench etcd "$name" "$@"
-  else
-    bench etcd "$name" "$@"
-    bench berth "$name" "$@"
-  fi
-  PAIR=$((PAIR + 1))
+  for round in $(seq "$ROUNDS"); do
+    if [ $((PAIR % 2)) = 0 ]; then
+      bench berth "$name.r$round" "$@"
+      bench etcd "$name.r$round" "$@"
+    else
+      bench etcd "$name.r$round" "$@"
+      bench berth "$name.r$round" "$@"
+    fi
+    PAIR=$((PAIR + 1))
+  done
 }
 
 ROWS=()
@@ -226,9 +233,11 @@ row() {
   ROWS+=("| $label | $metric | $b $unit | $e $unit | $ratio | $target |")
 }
 
-# metric NAME KIND JQ: a number from a kept report, rounded for the table.
-metric() { jq -r "$3" "$WORK/results/$1.$2.json" | awk '{ printf "%.1f", $1 }'; }
-ms() { jq -r "$3 / 1000" "$WORK/results/$1.$2.json" | awk '{ printf "%.3f", $1 }'; }
+# median NAME KIND JQ: the median over the rounds of workload NAME on KIND of a number JQ picks.
+median() { jq -s "map($3) | sort | .[length / 2 | floor]" "$WORK"/results/"$1".r*."$2".json; }
+# metric / ms NAME KIND JQ: that median, rounded for the table (ms: microseconds shown as ms).
+metric() { median "$@" | awk '{ printf "%.1f", $1 }'; }
+ms() { median "$@" | awk '{ printf "%.3f", $1 / 1000 }'; }
 
 # ---------------------------------------------------------------------------------------------
 
@@ -298,7 +307,8 @@ echo "Machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 10485
   "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), Linux $(uname -r)." \
   "Berth $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+changes')," \
   "etcd $(etcd --version | sed -n 's/^etcd Version: //p'). Both clusters: 3 members on loopback, fsync on."
-echo "Operations: put $PUT_TOTAL / $PUT1_TOTAL, range $RANGE_TOTAL, watch $WATCH_TOTAL puts."
+echo "Operations: put $PUT_TOTAL / $PUT1_TOTAL, range $RANGE_TOTAL, watch $WATCH_TOTAL puts;" \
+  "each workload $ROUNDS rounds per cluster, the median of each number shown."
 echo
 echo "| workload | metric | Berth | etcd | Berth/etcd | target |"
 echo "|---|---|---|---|---|---|"

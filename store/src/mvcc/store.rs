@@ -172,7 +172,7 @@ impl Mvcc {
         mvcc
     }
 
-    /// Every retained version as an event, in (revision, sub) order: the inverse of [`restore`].
+    /// Every retained version as an event, in (revision, sub) order: the inverse of [`Mvcc::restore`].
     pub fn stored_events(&self) -> Vec<StoredEvent> {
         let mut all: Vec<StoredEvent> = self.versions().collect();
         all.sort_by_key(|e| (e.event.kv.mod_revision, e.sub));
@@ -180,7 +180,7 @@ impl Mvcc {
     }
 
     /// Every retained version as an event, key by key and each key's versions oldest first:
-    /// what [`restore`] needs, made one event at a time (a snapshot of a big store streams
+    /// what [`Mvcc::restore`] needs, made one event at a time (a snapshot of a big store streams
     /// them into its encoding instead of copying the history first).
     pub fn versions(&self) -> impl ExactSizeIterator<Item = StoredEvent> + '_ {
         let all = self.keys.iter().flat_map(|(key, versions)| {

@@ -3,11 +3,12 @@
 //! disagree after a crash. Snapshots are the store's retained history at the applied index.
 //!
 //! Persisting is deferred, as etcd's backend does it: the changes of many applied entries are
-//! gathered and written as one batch every [`PERSIST_INTERVAL`] or [`PERSIST_OPS`] writes, by
-//! the [`Persister`]'s thread, and that write is not synced. Nothing acknowledged depends on it: committed entries are durable
-//! in a quorum's logs, a restarted member re-applies the entries after the persisted applied
-//! index, and before entries are purged from the log the snapshot that covers them is durable
-//! (and installed at start-up when it is newer than the persisted state).
+//! gathered and written as one batch (laid out by [`history`]) every [`PERSIST_INTERVAL`] or
+//! [`PERSIST_OPS`] writes, by the [`Persister`]'s thread, and that write is not synced. Nothing
+//! acknowledged depends on it: committed entries are durable in a quorum's logs, a restarted
+//! member re-applies the entries after the persisted applied index, and before entries are
+//! purged from the log the snapshot that covers them is durable (and installed at start-up when
+//! it is newer than the persisted state).
 
 use super::history::{self, Changes};
 use super::persister::Persister;

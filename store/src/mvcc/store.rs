@@ -182,11 +182,15 @@ impl Mvcc {
     /// Every retained version as an event, key by key and each key's versions oldest first:
     /// what [`Mvcc::restore`] needs, made one event at a time (a snapshot of a big store streams
     /// them into its encoding instead of copying the history first).
-    pub fn versions(&self) -> impl ExactSizeIterator<Item = StoredEvent> + '_ {
-        let all = self.keys.iter().flat_map(|(key, versions)| {
+    pub fn versions(&self) -> impl Iterator<Item = StoredEvent> + '_ {
+        self.keys.iter().flat_map(|(key, versions)| {
             versions.iter().map(move |v| StoredEvent { sub: v.sub, event: event_of(key, v, None) })
-        });
-        Counted { inner: all, left: self.keys.values().map(Vec::len).sum() }
+        })
+    }
+
+    /// How many versions [`Mvcc::versions`] yields.
+    pub fn version_count(&self) -> usize {
+        self.keys.values().map(Vec::len).sum()
     }
 
     /// Events with revision `>= from` on keys in `range`, in (revision, sub) order, with
@@ -561,28 +565,6 @@ impl Writer {
 fn one_version() -> Vec<Version> {
     Vec::with_capacity(1)
 }
-
-/// An iterator that knows its length, so that a serializer can write the count up front.
-struct Counted<I> {
-    inner: I,
-    left: usize,
-}
-
-impl<I: Iterator> Iterator for Counted<I> {
-    type Item = I::Item;
-
-    fn next(&mut self) -> Option<I::Item> {
-        let item = self.inner.next()?;
-        self.left -= 1;
-        Some(item)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left, Some(self.left))
-    }
-}
-
-impl<I: Iterator> ExactSizeIterator for Counted<I> {}
 
 fn visible(versions: &[Version], at: Revision) -> Option<&Version> {
     let n = versions.partition_point(|v| v.revision <= at);

@@ -27,8 +27,7 @@ const FRAME_HEAD: usize = 8 + 4 + 4;
 type Position = (Revision, u32);
 
 /// One event sealed for storage, with the position it is stored at.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Packed {
+struct Packed {
     revision: Revision,
     sub: u32,
     sealed: Vec<u8>,
@@ -37,7 +36,7 @@ pub struct Packed {
 impl Packed {
     /// Encoded exactly as a [`StoredEvent`] whose `prev_kv` is `None` (bincode encodes a struct
     /// as the tuple of its fields), so it reads back as one.
-    pub fn of(e: &StoredEvent) -> EngineResult<Packed> {
+    fn of(e: &StoredEvent) -> EngineResult<Packed> {
         let sealed = codec::seal(&(e.sub, (&e.event.kind, &e.event.kv, None::<&KeyValue>)))
             .map_err(|e| EngineError::Io(e.to_string()))?;
         Ok(Packed { revision: e.event.kv.mod_revision, sub: e.sub, sealed })
@@ -52,10 +51,11 @@ impl Packed {
 #[derive(Default)]
 pub struct Changes {
     /// New events, in (revision, sub) order.
-    pub events: Vec<Packed>,
+    events: Vec<Packed>,
     /// Stored events dropped by compaction.
-    pub forgotten: Vec<Position>,
-    pub leases: BTreeMap<LeaseId, Option<i64>>,
+    forgotten: Vec<Position>,
+    /// Leases granted (their TTL) or revoked (`None`), the last change of each.
+    leases: BTreeMap<LeaseId, Option<i64>>,
 }
 
 impl Changes {
@@ -75,12 +75,8 @@ impl Changes {
     }
 
     /// How many writes this stands for (what makes a persist due sooner).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.events.len() + self.forgotten.len() + self.leases.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -178,19 +174,36 @@ fn pack(events: &[Packed], batch: &mut Batch) {
     }
 }
 
-/// Rewrites the chunks that hold `forgotten` events without them. An event found in no chunk
-/// is already gone (nothing to do).
+/// A chunk that holds forgotten events: its bytes, the position of its last event, and the
+/// events to drop.
+struct Doomed {
+    chunk: Vec<u8>,
+    last: Position,
+    gone: BTreeSet<Position>,
+}
+
+/// Rewrites the chunks that hold `forgotten` events without them. The events come in order, so
+/// one lookup serves every event up to the last one the chunk it found holds. An event found in
+/// no chunk is already gone (nothing to do).
 fn forget(engine: &dyn Engine, forgotten: &BTreeSet<Position>, batch: &mut Batch) -> EngineResult<()> {
     let (start, _) = keys::all(keys::CHUNK);
-    // Chunk key → (the chunk, its events to drop).
-    let mut by_chunk: BTreeMap<Vec<u8>, (Vec<u8>, BTreeSet<Position>)> = BTreeMap::new();
-    for &(revision, sub) in forgotten {
-        let mut upto = keys::chunk(revision, sub);
-        upto.push(0);
-        let Some((key, chunk)) = engine.last(&start, &upto)? else { continue };
-        by_chunk.entry(key).or_insert_with(|| (chunk, BTreeSet::new())).1.insert((revision, sub));
+    let mut by_chunk: BTreeMap<Vec<u8>, Doomed> = BTreeMap::new();
+    let mut current: Option<Vec<u8>> = None;
+    for &position in forgotten {
+        let held = current.as_ref().and_then(|key| by_chunk.get(key)).is_some_and(|d| position <= d.last);
+        if !held {
+            let mut upto = keys::chunk(position.0, position.1);
+            upto.push(0);
+            let Some((key, chunk)) = engine.last(&start, &upto)? else { continue };
+            let last = frames(&key, &chunk)?.last().map_or(position, |(p, _)| *p);
+            by_chunk.entry(key.clone()).or_insert(Doomed { chunk, last, gone: BTreeSet::new() });
+            current = Some(key);
+        }
+        if let Some(doomed) = current.as_ref().and_then(|key| by_chunk.get_mut(key)) {
+            doomed.gone.insert(position);
+        }
     }
-    for (key, (chunk, gone)) in by_chunk {
+    for (key, Doomed { chunk, gone, .. }) in by_chunk {
         let mut kept = Vec::with_capacity(chunk.len());
         let mut offset = 0;
         for (position, sealed) in frames(&key, &chunk)? {

@@ -3,9 +3,9 @@
 //! thousand writes takes sled milliseconds, and every request committed meanwhile waited for
 //! it when the write was made on the applying task.
 //!
-//! Only on a multi-threaded runtime (a server). On a current-thread runtime (the deterministic
-//! simulation, unit tests) batches are written in place, so that what a simulated crash finds
-//! persisted depends on nothing but the simulation's seed.
+//! Only on a multi-threaded runtime (a server, see [`super::on_worker_threads`]). On a
+//! current-thread runtime (the deterministic simulation, unit tests) batches are written in
+//! place, so that what a simulated crash finds persisted depends on nothing but the seed.
 
 use super::history::{self, Changes};
 use crate::engine::{EngineError, EngineResult, SharedEngine};
@@ -36,11 +36,7 @@ struct Worker {
 
 impl Persister {
     pub fn new(engine: SharedEngine) -> Persister {
-        let threaded = matches!(
-            tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()),
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread)
-        );
-        let thread = threaded.then(|| {
+        let thread = super::on_worker_threads().then(|| {
             let (jobs, rx) = sync_channel(QUEUE);
             let failed = Arc::new(Mutex::new(None));
             let (engine, slot) = (engine.clone(), failed.clone());

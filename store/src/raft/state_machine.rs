@@ -59,7 +59,12 @@ struct Versions<'a>(&'a Mvcc);
 
 impl Serialize for Versions<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.versions())
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.0.version_count()))?;
+        for version in self.0.versions() {
+            seq.serialize_element(&version)?;
+        }
+        seq.end()
     }
 }
 
@@ -359,9 +364,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 /// then starts an election and deposes a healthy leader. With a million keys, building a
 /// snapshot inline did exactly that, every snapshot.
 fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
-        _ => work(),
+    if super::on_worker_threads() {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
     }
 }
 

@@ -250,7 +250,9 @@ start_cluster etcd
 
 KV=(--key-size 8 --val-size 256)
 pair put64 put --conns 8 --clients 64 --total "$PUT_TOTAL" "${KV[@]}"
-pair put1 put --conns 1 --clients 1 --total "$PUT1_TOTAL" "${KV[@]}"
+# A single client's write latency is measured at the leader, as etcd's performance guide does
+# (a write sent to a follower is forwarded, and which member leads is an election's chance).
+pair put1 put --target-leader --conns 1 --clients 1 --total "$PUT1_TOTAL" "${KV[@]}"
 # Reads of the keys written by put64 (sequential keys 0..PUT_TOTAL-1).
 pair range_l range --conns 8 --clients 64 --total "$RANGE_TOTAL" --key-space "$PUT_TOTAL" --consistency l "${KV[@]}"
 pair range_s range --conns 8 --clients 64 --total "$RANGE_TOTAL" --key-space "$PUT_TOTAL" --consistency s "${KV[@]}"
@@ -259,7 +261,7 @@ pair watch watch --watchers 100 --conns 8 --clients 1 --total "$WATCH_TOTAL" "${
 row "put, 8 B keys / 256 B values, 64 clients, 8 conns" "throughput" \
   "$(metric put64 berth .throughput)" "$(metric put64 etcd .throughput)" "ops/s" "≥ 2"
 row "" "p99" "$(ms put64 berth .latency_us.p99)" "$(ms put64 etcd .latency_us.p99)" "ms" "≤ 1"
-row "put, 1 client, 1 conn" "p50" "$(ms put1 berth .latency_us.p50)" "$(ms put1 etcd .latency_us.p50)" "ms" "≤ 1"
+row "put, 1 client, 1 conn, to the leader" "p50" "$(ms put1 berth .latency_us.p50)" "$(ms put1 etcd .latency_us.p50)" "ms" "≤ 1"
 row "" "throughput" "$(metric put1 berth .throughput)" "$(metric put1 etcd .throughput)" "ops/s" ""
 row "range, linearizable, 64 clients" "throughput" \
   "$(metric range_l berth .throughput)" "$(metric range_l etcd .throughput)" "ops/s" "≥ 1.5"

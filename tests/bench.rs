@@ -96,6 +96,16 @@ fn kv_workloads_report_sane_numbers() {
     let txn = bench(&cluster, &["txn-put", "--conns", "2", "--clients", "8", "--total", "300", "--val-size", "256"]);
     assert_sane(&txn, "txn-put", 300);
 
+    // --target-leader passes over an endpoint that does not answer and sends every connection
+    // to the member that leads.
+    let dead = format!("http://127.0.0.1:{}", pick_ports(1)[0]);
+    let endpoints = format!("{dead},{}", cluster.endpoints());
+    let out = run_bench(&endpoints, &["put", "--target-leader", "--conns", "2", "--total", "50", "--json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let led: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_sane(&led, "put", 50);
+    assert_eq!(led["endpoints"], serde_json::json!([cluster.client_url(0)]), "{led}");
+
     // Without --json: the table, with the same facts.
     let out = run_bench(&cluster.endpoints(), &["put", "--total", "20"]);
     assert!(out.status.success(), "{}", describe(&out));
@@ -148,4 +158,8 @@ fn bad_command_lines_and_unreachable_endpoints_fail_clearly() {
     assert!(!out.status.success(), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to http://127.0.0.1:"), "{}", describe(&out));
     assert!(out.stdout.is_empty(), "no report for a run that never started: {}", describe(&out));
+
+    let out = run_bench(&format!("127.0.0.1:{port}"), &["put", "--target-leader"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("answered as the leader"), "{}", describe(&out));
 }

@@ -56,6 +56,11 @@ pub struct BenchArgs {
     /// to endpoint i mod N.
     #[arg(long, default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
     pub endpoints: Vec<String>,
+    /// Send every connection to the endpoint whose member is the leader (found by asking each
+    /// endpoint's status), as etcd's benchmark does with the same flag: a write sent to a
+    /// follower is forwarded, so without it a latency depends on which member won the election.
+    #[arg(long)]
+    pub target_leader: bool,
     /// gRPC connections (HTTP/2) the clients are spread over.
     #[arg(long, default_value_t = 1)]
     pub conns: usize,
@@ -108,6 +113,7 @@ pub struct Plan {
     pub workload: Workload,
     /// Normalised to `http://HOST:PORT`.
     pub endpoints: Vec<String>,
+    pub target_leader: bool,
     pub conns: usize,
     pub clients: usize,
     pub total: u64,
@@ -208,6 +214,7 @@ impl Plan {
         Ok(Plan {
             workload: args.workload,
             endpoints,
+            target_leader: args.target_leader,
             conns: args.conns,
             clients: args.clients,
             total: args.total,

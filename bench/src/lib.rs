@@ -33,6 +33,8 @@ pub enum BenchError {
         #[source]
         source: tonic::transport::Error,
     },
+    #[error("no endpoint of {0:?} answered as the leader")]
+    NoLeader(Vec<String>),
     #[error("cannot write the report")]
     Output(#[source] std::io::Error),
 }

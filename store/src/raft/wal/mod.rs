@@ -49,6 +49,8 @@ struct State {
     index: BTreeMap<u64, Location>,
     vote: Option<Vote>,
     committed: Option<LogId>,
+    /// `committed` changed since a record of it was last written (see [`Wal::save_committed`]).
+    committed_unwritten: bool,
     last_purged: Option<LogId>,
     /// Segments written since their last sync.
     dirty: BTreeSet<u64>,
@@ -73,7 +75,10 @@ impl State {
                 self.last_purged = self.last_purged.max(Some(log_id));
             }
             Record::Vote(vote) => self.vote = Some(vote),
-            Record::Committed(committed) => self.committed = committed,
+            Record::Committed(committed) => {
+                self.committed = committed;
+                self.committed_unwritten = false;
+            }
         }
     }
 
@@ -162,13 +167,14 @@ impl Wal {
         locations.into_iter().map(|location| self.read_entry(location)).collect()
     }
 
-    /// Appends entries (not yet durable: see [`Wal::sync`]).
+    /// Appends entries (not yet durable: see [`Wal::sync`]), after the committed index if it
+    /// changed since it was last written, all in one write.
     pub fn append(&self, entries: impl IntoIterator<Item = Entry>) -> EngineResult<()> {
+        let entries: Vec<Entry> = entries.into_iter().collect();
         let mut state = self.lock();
-        for entry in entries {
-            self.write(&mut state, Record::Entry(&entry))?;
-        }
-        Ok(())
+        let committed = state.committed_unwritten.then_some(Record::Committed(state.committed));
+        let records: Vec<Record<&Entry>> = committed.into_iter().chain(entries.iter().map(Record::Entry)).collect();
+        self.write(&mut state, &records)
     }
 
     /// Removes entries from `index` on, durably.
@@ -181,7 +187,7 @@ impl Wal {
     /// no entry. Not synced itself: losing the record only keeps entries a little longer.
     pub fn purge(&self, log_id: LogId) -> EngineResult<()> {
         let mut state = self.lock();
-        self.write(&mut state, Record::Purge(log_id))?;
+        self.write(&mut state, &[Record::Purge(log_id)])?;
         let removable: Vec<u64> = state
             .segments
             .iter()
@@ -207,15 +213,25 @@ impl Wal {
         self.sync()
     }
 
-    /// Records the committed index (not synced: a hint a restarted member can do without).
-    pub fn save_committed(&self, committed: Option<LogId>) -> EngineResult<()> {
-        self.write_locked(Record::Committed(committed))
+    /// Records the committed index: a hint a restarted member can do without, so it is written
+    /// with the next append or sync rather than on its own (every commit would cost a write).
+    pub fn save_committed(&self, committed: Option<LogId>) {
+        let mut state = self.lock();
+        state.committed = committed;
+        state.committed_unwritten = true;
     }
 
     /// Makes every record written so far durable. Appends may go on meanwhile: the lock is not
     /// held while the disk works.
     pub fn sync(&self) -> EngineResult<()> {
-        let dirty = std::mem::take(&mut self.lock().dirty);
+        let dirty = {
+            let mut state = self.lock();
+            if state.committed_unwritten {
+                let committed = Record::Committed(state.committed);
+                self.write(&mut state, &[committed])?;
+            }
+            std::mem::take(&mut state.dirty)
+        };
         for id in dirty {
             self.segments.sync(id)?;
         }
@@ -228,20 +244,25 @@ impl Wal {
 
     fn write_locked(&self, record: Record<&Entry>) -> EngineResult<()> {
         let mut state = self.lock();
-        self.write(&mut state, record)
+        self.write(&mut state, &[record])
     }
 
-    fn write(&self, state: &mut State, record: Record<&Entry>) -> EngineResult<()> {
-        let bytes = frame(&record).map_err(EngineError::Io)?;
-        if state.offset + bytes.len() as u64 > state.active_capacity {
-            self.rotate(state, bytes.len() as u64)?;
+    /// Writes records back to back with one write call (in a new segment if they do not fit).
+    fn write(&self, state: &mut State, records: &[Record<&Entry>]) -> EngineResult<()> {
+        let frames: Vec<Vec<u8>> = records.iter().map(frame).collect::<Result<_, _>>().map_err(EngineError::Io)?;
+        let total: u64 = frames.iter().map(|f| f.len() as u64).sum();
+        if state.offset + total > state.active_capacity {
+            self.rotate(state, total)?;
         }
-        let span = Span { offset: state.offset, len: bytes.len() as u32 };
-        self.segments.write(state.active, span.offset, &bytes)?;
-        state.offset += bytes.len() as u64;
+        let bytes = frames.concat();
+        self.segments.write(state.active, state.offset, &bytes)?;
         state.dirty.insert(state.active);
         let active = state.active;
-        state.apply(active, span, record.map(|entry| *entry.get_log_id()));
+        for (record, frame) in records.iter().zip(&frames) {
+            let span = Span { offset: state.offset, len: frame.len() as u32 };
+            state.offset += frame.len() as u64;
+            state.apply(active, span, record.clone().map(|entry| *entry.get_log_id()));
+        }
         Ok(())
     }
 
@@ -263,6 +284,8 @@ impl Wal {
         state.segments.insert(id, None);
         (state.active, state.active_capacity, state.offset) = (id, capacity, checkpoint.len() as u64);
         state.dirty.insert(id);
+        // The checkpoint holds the committed index.
+        state.committed_unwritten = false;
         Ok(())
     }
 
@@ -309,13 +332,18 @@ mod tests {
     /// Small segments, so that a few entries rotate through several of them.
     const SMALL: u64 = 160;
 
+    /// Appends entries one call each: an append's records go to one segment together.
+    fn append_each(wal: &Wal, indexes: std::ops::Range<u64>) {
+        indexes.for_each(|i| wal.append([entry(i)]).unwrap());
+    }
+
     #[test]
     fn appends_survive_a_reopen_and_rotate_through_segments() {
         let engine = MemoryEngine::new();
         let wal = Wal::open(engine.segments(), SMALL).unwrap();
         wal.save_vote(Vote::new(3, 7)).unwrap();
-        wal.append((0..20).map(entry)).unwrap();
-        wal.save_committed(Some(log_id(15))).unwrap();
+        append_each(&wal, 0..20);
+        wal.save_committed(Some(log_id(15)));
         wal.sync().unwrap();
         assert!(engine.segments().list().unwrap().len() > 3, "small segments rotate");
         assert_eq!(wal.entries(5, 8).unwrap(), vec![entry(5), entry(6), entry(7)]);
@@ -327,11 +355,45 @@ mod tests {
     }
 
     #[test]
+    fn the_committed_index_is_written_with_the_next_append_or_sync() {
+        let engine = MemoryEngine::new();
+        let wal = Wal::open(engine.segments(), SEGMENT_BYTES).unwrap();
+        wal.append((0..3).map(entry)).unwrap();
+        wal.save_committed(Some(log_id(2)));
+        wal.append((3..5).map(entry)).unwrap();
+        let segments = engine.segments();
+        let id = *segments.list().unwrap().last().unwrap();
+        let written: Vec<Record<LogId>> = parse::<Entry>(&segments.read_all(id).unwrap())
+            .records
+            .into_iter()
+            .map(|(_, r)| r.map(|e| e.log_id))
+            .filter(|r| !matches!(r, Record::Committed(None)))
+            .collect();
+        let expected = [
+            Record::Entry(log_id(0)),
+            Record::Entry(log_id(1)),
+            Record::Entry(log_id(2)),
+            Record::Committed(Some(log_id(2))),
+            Record::Entry(log_id(3)),
+            Record::Entry(log_id(4)),
+        ];
+        assert_eq!(written, expected);
+        // Written once: a later append does not repeat it.
+        wal.append([entry(5)]).unwrap();
+        wal.save_committed(Some(log_id(5)));
+        wal.sync().unwrap();
+        let wal = Wal::open(engine.segments(), SEGMENT_BYTES).unwrap();
+        assert_eq!(wal.committed(), Some(log_id(5)));
+        let records = parse::<Entry>(&segments.read_all(id).unwrap()).records;
+        assert_eq!(records.iter().filter(|(_, r)| matches!(r, Record::Committed(Some(_)))).count(), 2);
+    }
+
+    #[test]
     fn purge_deletes_whole_segments_and_keeps_the_vote_and_purge_point() {
         let engine = MemoryEngine::new();
         let wal = Wal::open(engine.segments(), SMALL).unwrap();
         wal.save_vote(Vote::new(2, 1)).unwrap();
-        wal.append((0..30).map(entry)).unwrap();
+        append_each(&wal, 0..30);
         let before = engine.segments().list().unwrap();
         wal.purge(log_id(24)).unwrap();
         wal.sync().unwrap();
@@ -391,7 +453,7 @@ mod tests {
     fn damage_before_the_end_of_the_log_refuses_to_open() {
         let engine = MemoryEngine::new();
         let wal = Wal::open(engine.segments(), SMALL).unwrap();
-        wal.append((0..20).map(entry)).unwrap();
+        append_each(&wal, 0..20);
         wal.sync().unwrap();
         let segments = engine.segments();
         let first = segments.list().unwrap()[0];

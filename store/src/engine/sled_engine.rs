@@ -34,8 +34,9 @@ impl SledEngine {
             .flush_every_ms(Some(1000))
             // Requests are never served from here: the applied state is in memory, and sled is
             // read only at start-up and when an installed snapshot replaces its content. A large
-            // page cache would only hold a second copy of the data.
-            .cache_capacity(16 * 1024 * 1024)
+            // page cache would only hold a second copy of the data (and sled counts the capacity
+            // in on-disk bytes, while its in-memory nodes take more than that).
+            .cache_capacity(4 * 1024 * 1024)
             .open()
             .map_err(|e| io(format!("cannot open the database in {}: {e}", dir.display())))?;
         let segments = Arc::new(FileSegments::open(&dir.join("wal"))?);

@@ -173,7 +173,7 @@ impl Mvcc {
                 }
                 EventKind::Delete => None,
             };
-            mvcc.keys.entry(event.kv.key).or_insert_with(one_version).push(Version { revision, sub, live });
+            push_version(mvcc.keys.entry(event.kv.key).or_default(), Version { revision, sub, live });
         }
         for (key, versions) in &mvcc.keys {
             if let Some(lease) = versions.last().and_then(|v| v.live.as_ref()).and_then(Live::lease) {
@@ -390,7 +390,7 @@ impl Mvcc {
 
     fn put(&mut self, w: &mut Writer, req: &PutRequest) -> PutResponse {
         if !self.keys.contains_key(&req.key) {
-            self.keys.insert(req.key.clone(), one_version());
+            self.keys.insert(req.key.clone(), Vec::new());
         }
         let versions = self.keys.get_mut(&req.key).expect("inserted above");
         let prev_kv = versions.last().and_then(|v| kv_of(&req.key, v));
@@ -410,7 +410,7 @@ impl Mvcc {
         let live = Live::new(create_revision, version, lease, value);
         let v = Version { revision: w.revision, sub, live: Some(live) };
         let event = event_of(&req.key, &v, prev_kv.clone());
-        versions.push(v);
+        push_version(versions, v);
         self.reattach(&req.key, prev_kv.as_ref().and_then(|p| p.lease), lease);
         self.journal.events.push(StoredEvent { sub, event });
         PutResponse { prev_kv: if req.prev_kv { prev_kv } else { None } }
@@ -426,7 +426,7 @@ impl Mvcc {
             let sub = w.next_sub();
             let v = Version { revision: w.revision, sub, live: None };
             let event = event_of(&key, &v, Some(prev.clone()));
-            self.keys.get_mut(&key).expect("key listed above").push(v);
+            push_version(self.keys.get_mut(&key).expect("key listed above"), v);
             self.reattach(&key, prev.lease, None);
             self.journal.events.push(StoredEvent { sub, event });
             if want_prev {
@@ -573,10 +573,17 @@ impl Writer {
     }
 }
 
-/// A new key's version list. Most keys hold one version, and `Vec`'s first push would make
-/// room for four: at a million keys that alone was a third of a member's memory.
-fn one_version() -> Vec<Version> {
-    Vec::with_capacity(1)
+/// Below this many versions a key's list grows by exactly one version at a time.
+const SHORT_HISTORY: usize = 4;
+
+/// Appends a version to a key's list. Most keys hold one to three versions, and `Vec`'s own
+/// growth makes room for four on the first push (at a million keys that alone was a third of a
+/// member's memory), so a short list grows by exactly one version; a longer one doubles.
+fn push_version(versions: &mut Vec<Version>, version: Version) {
+    if versions.len() < SHORT_HISTORY {
+        versions.reserve_exact(1);
+    }
+    versions.push(version);
 }
 
 fn visible(versions: &[Version], at: Revision) -> Option<&Version> {
@@ -633,5 +640,22 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
         CompareResult::NotEqual => ord != Ordering::Equal,
         CompareResult::Greater => ord == Ordering::Greater,
         CompareResult::Less => ord == Ordering::Less,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_history_grows_one_version_at_a_time_and_a_long_one_doubles() {
+        let mut versions = Vec::new();
+        let capacities: Vec<usize> = (1..=9)
+            .map(|i| {
+                push_version(&mut versions, Version { revision: Revision(i), sub: 0, live: None });
+                versions.capacity()
+            })
+            .collect();
+        assert_eq!(capacities, [1, 2, 3, 4, 8, 8, 8, 8, 16]);
     }
 }

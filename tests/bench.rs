@@ -116,6 +116,25 @@ fn kv_workloads_report_sane_numbers() {
     assert!(!table.contains('\u{1b}'), "no progress bar or colour when stdout is not a terminal:\n{table}");
 }
 
+/// In a 3-member cluster `--target-leader` picks the leader out of three live members (the
+/// 1-member test above only shows it passes over a dead endpoint).
+#[test]
+fn target_leader_sends_every_connection_to_the_leader_of_three() {
+    let cluster = Cluster::start(3);
+    wait_serving(&cluster);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let leader = || rt.block_on(common::grpc::leader_index(&cluster, &[0, 1, 2]));
+    // Asked around the run, so that a leader change in between (rare) is retried, not misread.
+    let settled = try_poll_until(START_DEADLINE, || {
+        let before = leader()?;
+        let report = bench(&cluster, &["put", "--target-leader", "--conns", "3", "--total", "30"]);
+        (leader() == Some(before)).then_some((before, report))
+    });
+    let (leader, report) = settled.expect("a leader that stays for one short run");
+    assert_sane(&report, "put", 30);
+    assert_eq!(report["endpoints"], serde_json::json!([cluster.client_url(leader)]), "{report}");
+}
+
 #[test]
 fn watch_workload_delivers_every_event_to_every_watcher() {
     let cluster = Cluster::start(1);

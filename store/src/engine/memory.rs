@@ -181,8 +181,8 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    fn read_blob(&self, name: &str) -> EngineResult<Option<Vec<u8>>> {
-        Ok(self.inner.lock().expect("engine lock").blobs.get(name).cloned())
+    fn read_blob_head(&self, name: &str, len: usize) -> EngineResult<Option<Vec<u8>>> {
+        Ok(self.inner.lock().expect("engine lock").blobs.get(name).map(|b| b[..b.len().min(len)].to_vec()))
     }
 
     fn size_on_disk(&self) -> u64 {

@@ -33,6 +33,12 @@ impl EngineError {
 
 pub type EngineResult<T> = Result<T, EngineError>;
 
+/// Seals a record for the engine ([`crate::codec::seal`]); a value that cannot be encoded is
+/// an IO error (nothing was written).
+pub fn seal<T: serde::Serialize + ?Sized>(value: &T) -> EngineResult<Vec<u8>> {
+    crate::codec::seal(value).map_err(|e| EngineError::Io(e.to_string()))
+}
+
 pub type KvPair = (Vec<u8>, Vec<u8>);
 
 /// An atomic group of writes.
@@ -78,7 +84,12 @@ pub trait Engine: Send + Sync + 'static {
     /// Replaces a named blob with the concatenation of `parts`; durable when it returns.
     fn write_blob(&self, name: &str, parts: &[&[u8]]) -> EngineResult<()>;
 
-    fn read_blob(&self, name: &str) -> EngineResult<Option<Vec<u8>>>;
+    fn read_blob(&self, name: &str) -> EngineResult<Option<Vec<u8>>> {
+        self.read_blob_head(name, usize::MAX)
+    }
+
+    /// At most the first `len` bytes of a named blob (a header, without reading the rest).
+    fn read_blob_head(&self, name: &str, len: usize) -> EngineResult<Option<Vec<u8>>>;
 
     /// Bytes the key-value database takes on disk (`Status.dbSize`: as in etcd, the backend
     /// database, not the log or snapshots).

@@ -5,7 +5,7 @@
 use super::segments::{FileSegments, SegmentStore};
 use super::{Batch, Engine, EngineError, EngineResult, KvPair};
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -79,12 +79,16 @@ impl Engine for SledEngine {
         write_file_durably(&self.blob_dir.join(name), parts).map_err(io)
     }
 
-    fn read_blob(&self, name: &str) -> EngineResult<Option<Vec<u8>>> {
-        match fs::read(self.blob_dir.join(name)) {
-            Ok(data) => Ok(Some(data)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(e)),
-        }
+    fn read_blob_head(&self, name: &str, len: usize) -> EngineResult<Option<Vec<u8>>> {
+        let file = match fs::File::open(self.blob_dir.join(name)) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
+        let size = file.metadata().map_err(io)?.len();
+        let mut data = Vec::with_capacity(size.min(len as u64) as usize);
+        file.take(len as u64).read_to_end(&mut data).map_err(io)?;
+        Ok(Some(data))
     }
 
     fn size_on_disk(&self) -> u64 {

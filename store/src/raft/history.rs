@@ -11,7 +11,7 @@
 //! key's previous version, persisted already), so an overwrite stores one value, not two.
 
 use crate::codec;
-use crate::engine::{keys, Batch, Engine, EngineError, EngineResult};
+use crate::engine::{keys, seal, Batch, Engine, EngineError, EngineResult};
 use crate::ids::{LeaseId, Revision};
 use crate::mvcc::{Journal, KeyValue, StoredEvent};
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,8 +37,7 @@ impl Packed {
     /// Encoded exactly as a [`StoredEvent`] whose `prev_kv` is `None` (bincode encodes a struct
     /// as the tuple of its fields), so it reads back as one.
     fn of(e: &StoredEvent) -> EngineResult<Packed> {
-        let sealed = codec::seal(&(e.sub, (&e.event.kind, &e.event.kv, None::<&KeyValue>)))
-            .map_err(|e| EngineError::Io(e.to_string()))?;
+        let sealed = seal(&(e.sub, (&e.event.kind, &e.event.kv, None::<&KeyValue>)))?;
         Ok(Packed { revision: e.event.kv.mod_revision, sub: e.sub, sealed })
     }
 
@@ -174,36 +173,36 @@ fn pack(events: &[Packed], batch: &mut Batch) {
     }
 }
 
-/// A chunk that holds forgotten events: its bytes, the position of its last event, and the
-/// events to drop.
+/// A chunk that holds forgotten events: its key and bytes, the position of its last event, and
+/// the events to drop.
 struct Doomed {
+    key: Vec<u8>,
     chunk: Vec<u8>,
     last: Position,
     gone: BTreeSet<Position>,
 }
 
 /// Rewrites the chunks that hold `forgotten` events without them. The events come in order, so
-/// one lookup serves every event up to the last one the chunk it found holds. An event found in
-/// no chunk is already gone (nothing to do).
+/// the chunks are found in order too, and one lookup serves every event up to the last one the
+/// chunk it found holds. An event found in no chunk is already gone (nothing to do).
 fn forget(engine: &dyn Engine, forgotten: &BTreeSet<Position>, batch: &mut Batch) -> EngineResult<()> {
     let (start, _) = keys::all(keys::CHUNK);
-    let mut by_chunk: BTreeMap<Vec<u8>, Doomed> = BTreeMap::new();
-    let mut current: Option<Vec<u8>> = None;
+    let mut doomed: Vec<Doomed> = Vec::new();
     for &position in forgotten {
-        let held = current.as_ref().and_then(|key| by_chunk.get(key)).is_some_and(|d| position <= d.last);
-        if !held {
+        if doomed.last().is_none_or(|d| position > d.last) {
             let mut upto = keys::chunk(position.0, position.1);
             upto.push(0);
             let Some((key, chunk)) = engine.last(&start, &upto)? else { continue };
-            let last = frames(&key, &chunk)?.last().map_or(position, |(p, _)| *p);
-            by_chunk.entry(key.clone()).or_insert(Doomed { chunk, last, gone: BTreeSet::new() });
-            current = Some(key);
+            if doomed.last().is_none_or(|d| d.key != key) {
+                let last = frames(&key, &chunk)?.last().map_or(position, |(p, _)| *p);
+                doomed.push(Doomed { key, chunk, last, gone: BTreeSet::new() });
+            }
         }
-        if let Some(doomed) = current.as_ref().and_then(|key| by_chunk.get_mut(key)) {
-            doomed.gone.insert(position);
+        if let Some(d) = doomed.last_mut() {
+            d.gone.insert(position);
         }
     }
-    for (key, Doomed { chunk, gone, .. }) in by_chunk {
+    for Doomed { key, chunk, gone, .. } in doomed {
         let mut kept = Vec::with_capacity(chunk.len());
         let mut offset = 0;
         for (position, sealed) in frames(&key, &chunk)? {
@@ -236,10 +235,6 @@ fn frames<'a>(key: &[u8], chunk: &'a [u8]) -> EngineResult<Vec<(Position, &'a [u
         rest = after;
     }
     Ok(out)
-}
-
-fn seal<T: serde::Serialize>(value: &T) -> EngineResult<Vec<u8>> {
-    codec::seal(value).map_err(|e| EngineError::Io(e.to_string()))
 }
 
 #[cfg(test)]

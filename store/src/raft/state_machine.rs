@@ -14,7 +14,7 @@ use super::history::{self, Changes};
 use super::persister::Persister;
 use super::types::*;
 use crate::codec;
-use crate::engine::{keys, Batch, EngineError, SharedEngine};
+use crate::engine::{keys, seal, Batch, EngineError, SharedEngine};
 use crate::ids::{LeaseId, Revision};
 use crate::mvcc::{Mvcc, StoredEvent};
 use crate::watch::{WatchConfig, WatchHub};
@@ -121,13 +121,13 @@ impl StateMachine {
     /// Loads the persisted state (or, if the last snapshot is newer than it, the snapshot).
     pub fn open(engine: SharedEngine) -> Result<StateMachine, EngineError> {
         let mut state = load(&engine)?;
-        if let Some((meta, data)) = read_snapshot_blob(&engine)? {
-            if meta.last_log_id > state.applied {
-                let body: SnapshotBody =
-                    codec::open(&data).map_err(|e| EngineError::corrupt(SNAPSHOT_BLOB.as_bytes(), e))?;
-                persist_snapshot(&engine, &meta, &body)?;
-                state = state_of(&meta, body);
-            }
+        // Usually the persisted state is newer than the last snapshot: then only the snapshot's
+        // metadata is read, not the whole blob.
+        if read_snapshot_meta(&engine)?.is_some_and(|meta| meta.last_log_id > state.applied) {
+            let (meta, data) = read_snapshot_blob(&engine)?.ok_or_else(|| corrupt_blob(&"removed while starting"))?;
+            let body: SnapshotBody = codec::open(&data).map_err(|e| corrupt_blob(&e))?;
+            persist_snapshot(&engine, &meta, &body)?;
+            state = state_of(&meta, body);
         }
         let (applied_tx, _) = watch::channel(state.mvcc.revision());
         let hub = WatchHub::new(state.mvcc.revision(), WatchConfig::default());
@@ -175,11 +175,7 @@ fn meta_record(state: &SmState) -> Result<Vec<u8>, EngineError> {
         revision: state.mvcc.revision(),
         compacted: state.mvcc.compacted(),
     };
-    codec::seal(&meta).map_err(|e| EngineError::Io(e.to_string()))
-}
-
-fn seal<T: Serialize>(value: &T) -> Result<Vec<u8>, EngineError> {
-    codec::seal(value).map_err(|e| EngineError::Io(e.to_string()))
+    seal(&meta)
 }
 
 fn state_of(meta: &SnapshotMeta, body: SnapshotBody) -> SmState {
@@ -212,17 +208,36 @@ fn write_snapshot_blob(engine: &SharedEngine, meta: &SnapshotMeta, data: &[u8]) 
     engine.write_blob(SNAPSHOT_BLOB, &[&(meta.len() as u64).to_le_bytes(), &meta, data])
 }
 
+fn corrupt_blob(reason: &dyn std::fmt::Display) -> EngineError {
+    EngineError::corrupt(SNAPSHOT_BLOB.as_bytes(), reason)
+}
+
+/// Where the metadata of a snapshot blob starting with `head` ends (its length comes first).
+fn meta_end(head: &[u8]) -> Result<usize, EngineError> {
+    head.get(..8)
+        .and_then(|b| (u64::from_le_bytes(b.try_into().expect("eight bytes")) as usize).checked_add(8))
+        .ok_or_else(|| corrupt_blob(&"shorter than its metadata"))
+}
+
+/// The metadata at the front of a snapshot blob, and where the body starts.
+fn snapshot_meta(bytes: &[u8]) -> Result<(SnapshotMeta, usize), EngineError> {
+    let end = meta_end(bytes)?;
+    let sealed = bytes.get(8..end).ok_or_else(|| corrupt_blob(&"shorter than its metadata"))?;
+    Ok((codec::open(sealed).map_err(|e| corrupt_blob(&e))?, end))
+}
+
 fn read_snapshot_blob(engine: &SharedEngine) -> Result<Option<(SnapshotMeta, Vec<u8>)>, EngineError> {
     let Some(mut bytes) = engine.read_blob(SNAPSHOT_BLOB)? else { return Ok(None) };
-    let corrupt = |reason: &dyn std::fmt::Display| EngineError::corrupt(SNAPSHOT_BLOB.as_bytes(), reason);
-    let meta_len = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("eight bytes")) as usize);
-    let meta_end = match meta_len.and_then(|n| n.checked_add(8)) {
-        Some(end) if end <= bytes.len() => end,
-        _ => return Err(corrupt(&"shorter than its metadata")),
-    };
-    let meta: SnapshotMeta = codec::open(&bytes[8..meta_end]).map_err(|e| corrupt(&e))?;
-    bytes.drain(..meta_end);
+    let (meta, body_start) = snapshot_meta(&bytes)?;
+    bytes.drain(..body_start);
     Ok(Some((meta, bytes)))
+}
+
+/// The current snapshot's metadata, reading no more of the blob than its front.
+fn read_snapshot_meta(engine: &SharedEngine) -> Result<Option<SnapshotMeta>, EngineError> {
+    let Some(length) = engine.read_blob_head(SNAPSHOT_BLOB, 8)? else { return Ok(None) };
+    let head = engine.read_blob_head(SNAPSHOT_BLOB, meta_end(&length)?)?.unwrap_or_default();
+    Ok(Some(snapshot_meta(&head)?.0))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -442,9 +457,11 @@ mod tests {
         write_snapshot_blob(&engine, &meta, b"body").unwrap();
         let (read, data) = read_snapshot_blob(&engine).unwrap().unwrap();
         assert_eq!((read.snapshot_id.as_str(), data.as_slice()), ("1-7", b"body".as_slice()));
+        assert_eq!(read_snapshot_meta(&engine).unwrap().unwrap(), read);
 
         let whole = engine.read_blob(SNAPSHOT_BLOB).unwrap().unwrap();
         engine.write_blob(SNAPSHOT_BLOB, &[&whole[..12]]).unwrap();
         assert!(matches!(read_snapshot_blob(&engine), Err(EngineError::Corrupt { .. })));
+        assert!(matches!(read_snapshot_meta(&engine), Err(EngineError::Corrupt { .. })));
     }
 }

@@ -17,7 +17,8 @@
 # Every workload runs ROUNDS times on each cluster (alternating which goes first) and the table
 # shows the median of each number over the rounds, so that one noisy round on a shared machine
 # does not decide a ratio.
-# Environment: ROUNDS (default 3), PUT_TOTAL, PUT1_TOTAL, RANGE_TOTAL, WATCH_TOTAL (operations per workload),
+# Environment: ROUNDS (default 3), PUT_TOTAL, PUT1_TOTAL, RANGE_TOTAL, WATCH_TOTAL, WATCH1_TOTAL
+#   (operations per workload),
 #   LOAD_TOTAL (keys loaded by --full), BERTH_PORT, ETCD_PORT (first client port of each
 #   cluster; member i uses PORT+10*i for clients and PORT+10*i+1 for peers), KEEP=1 (keep the
 #   temporary directory with the logs and JSON reports).
@@ -42,7 +43,8 @@ ROUNDS=${ROUNDS:-3}
 PUT_TOTAL=${PUT_TOTAL:-20000}
 PUT1_TOTAL=${PUT1_TOTAL:-2000}
 RANGE_TOTAL=${RANGE_TOTAL:-20000}
-WATCH_TOTAL=${WATCH_TOTAL:-2000}
+WATCH_TOTAL=${WATCH_TOTAL:-10000}
+WATCH1_TOTAL=${WATCH1_TOTAL:-2000}
 LOAD_TOTAL=${LOAD_TOTAL:-1000000}
 # High fixed ports below Linux's ephemeral range (32768+), so outgoing connections of other
 # programs do not take them; checked to be free before anything starts.
@@ -256,7 +258,13 @@ pair put1 put --target-leader --conns 1 --clients 1 --total "$PUT1_TOTAL" "${KV[
 # Reads of the keys written by put64 (sequential keys 0..PUT_TOTAL-1).
 pair range_l range --conns 8 --clients 64 --total "$RANGE_TOTAL" --key-space "$PUT_TOTAL" --consistency l "${KV[@]}"
 pair range_s range --conns 8 --clients 64 --total "$RANGE_TOTAL" --key-space "$PUT_TOTAL" --consistency s "${KV[@]}"
-pair watch watch --watchers 100 --conns 8 --clients 1 --total "$WATCH_TOTAL" "${KV[@]}"
+# Watch fan-out: 100 watchers at the leader and one writer whose puts are in flight together,
+# 64 at a time, as etcd's benchmark sends each put of its one writer from a goroutine of its own.
+# With a single put in flight (watch1) the delivered events are the watchers times one
+# client's put rate, i.e. the single-client put latency again, now under the watchers' load.
+WATCH=(watch --target-leader --watchers 100 --conns 8 --clients 1)
+pair watch "${WATCH[@]}" --in-flight 64 --total "$WATCH_TOTAL" "${KV[@]}"
+pair watch1 "${WATCH[@]}" --in-flight 1 --total "$WATCH1_TOTAL" "${KV[@]}"
 
 row "put, 8 B keys / 256 B values, 64 clients, 8 conns" "throughput" \
   "$(metric put64 berth .throughput)" "$(metric put64 etcd .throughput)" "ops/s" "≥ 2"
@@ -269,9 +277,12 @@ row "" "p99" "$(ms range_l berth .latency_us.p99)" "$(ms range_l etcd .latency_u
 row "range, serializable, 64 clients" "throughput" \
   "$(metric range_s berth .throughput)" "$(metric range_s etcd .throughput)" "ops/s" "≥ 1.5"
 row "" "p99" "$(ms range_s berth .latency_us.p99)" "$(ms range_s etcd .latency_us.p99)" "ms" ""
-row "watch, 100 watchers, 1 prefix, 1 writer" "delivered events/s" \
+row "watch, 100 watchers, 1 prefix, 1 writer, 64 puts in flight" "delivered events/s" \
   "$(metric watch berth .watch.events_per_sec)" "$(metric watch etcd .watch.events_per_sec)" "ev/s" "≥ 2"
 row "" "put→event p99" "$(ms watch berth .watch.latency_us.p99)" "$(ms watch etcd .watch.latency_us.p99)" "ms" "≤ 1"
+row "watch, 100 watchers, 1 writer, 1 put in flight" "delivered events/s" \
+  "$(metric watch1 berth .watch.events_per_sec)" "$(metric watch1 etcd .watch.events_per_sec)" "ev/s" ""
+row "" "put→event p99" "$(ms watch1 berth .watch.latency_us.p99)" "$(ms watch1 etcd .watch.latency_us.p99)" "ms" ""
 
 if [ "$FULL" = 1 ]; then
   for kind in berth etcd; do
@@ -309,7 +320,7 @@ echo "Machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 10485
   "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), Linux $(uname -r)." \
   "Berth $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+changes')," \
   "etcd $(etcd --version | sed -n 's/^etcd Version: //p'). Both clusters: 3 members on loopback, fsync on."
-echo "Operations: put $PUT_TOTAL / $PUT1_TOTAL, range $RANGE_TOTAL, watch $WATCH_TOTAL puts;" \
+echo "Operations: put $PUT_TOTAL / $PUT1_TOTAL, range $RANGE_TOTAL, watch $WATCH_TOTAL / $WATCH1_TOTAL puts;" \
   "each workload $ROUNDS rounds per cluster, the median of each number shown."
 echo
 echo "| workload | metric | Berth | etcd | Berth/etcd | target |"

@@ -82,6 +82,13 @@ fn kv_workloads_report_sane_numbers() {
     assert_sane(&put, "put", 400);
     assert_eq!((put["conns"].as_u64(), put["clients"].as_u64()), (Some(2), Some(8)));
     assert!(put.get("watch").is_none(), "{put}");
+    assert_eq!(put["in_flight"].as_u64(), Some(1), "{put}");
+
+    // One client with eight puts in flight on its one connection.
+    let pipelined =
+        bench(&cluster, &["put", "--clients", "1", "--in-flight", "8", "--total", "400", "--val-size", "64"]);
+    assert_sane(&pipelined, "put", 400);
+    assert_eq!((pipelined["clients"].as_u64(), pipelined["in_flight"].as_u64()), (Some(1), Some(8)));
 
     // Random keys over a small space, rate-limited: exercises the token bucket and repeated keys.
     let limited = bench(&cluster, &["put", "--clients", "4", "--total", "200", "--key-space", "50", "--rate", "2000"]);
@@ -152,6 +159,29 @@ fn watch_workload_delivers_every_event_to_every_watcher() {
     assert_eq!(u(w, &["events_delivered"]), watchers * total, "{report}");
     assert!(w["events_per_sec"].as_f64().unwrap() > 0.0, "{report}");
     assert_percentiles(&report, &w["latency_us"]);
+
+    // One writer with its puts in flight together (etcd's benchmark's writer): still every
+    // event to every watcher, though revisions now arrive several to a batch.
+    let report = bench(
+        &cluster,
+        &[
+            "watch",
+            "--watchers",
+            "5",
+            "--conns",
+            "2",
+            "--clients",
+            "1",
+            "--in-flight",
+            "8",
+            "--total",
+            "300",
+            "--val-size",
+            "32",
+        ],
+    );
+    assert_sane(&report, "watch", total);
+    assert_eq!(u(&report["watch"], &["events_delivered"]), watchers * total, "{report}");
 }
 
 #[test]

@@ -12,6 +12,9 @@ use std::time::Duration;
 pub const MAX_CONNS: usize = 1_024;
 /// Most concurrent clients (tasks with one request in flight each).
 pub const MAX_CLIENTS: usize = 10_000;
+/// Most requests one client keeps in flight; `--clients` × `--in-flight` is bounded by
+/// [`MAX_CLIENTS`] too, since each request in flight is one task.
+pub const MAX_IN_FLIGHT: usize = 1_024;
 /// Most watchers (each is one gRPC stream and one task).
 pub const MAX_WATCHERS: usize = 100_000;
 /// etcd's default `--max-request-bytes` (1.5 MiB): a larger key or value cannot be written, so
@@ -67,6 +70,12 @@ pub struct BenchArgs {
     /// Concurrent clients, each with one request in flight (writers for `watch`).
     #[arg(long, default_value_t = 1)]
     pub clients: usize,
+    /// Requests each client keeps in flight on its connection, each sent without waiting for the
+    /// others' answers (for `watch`: puts of each writer, as etcd's benchmark sends every put of
+    /// its one writer from a goroutine of its own). Not for `lease-keepalive`, whose stream
+    /// carries one keep-alive at a time.
+    #[arg(long, default_value_t = 1)]
+    pub in_flight: usize,
     /// Operations in all (puts for `watch`, keep-alives for `lease-keepalive`).
     #[arg(long, default_value_t = 10_000)]
     pub total: u64,
@@ -116,6 +125,8 @@ pub struct Plan {
     pub target_leader: bool,
     pub conns: usize,
     pub clients: usize,
+    /// Requests in flight per client.
+    pub in_flight: usize,
     pub total: u64,
     pub key_size: usize,
     pub val_size: usize,
@@ -173,6 +184,18 @@ impl Plan {
         }
         bound("conns", args.conns, 1, MAX_CONNS)?;
         bound("clients", args.clients, 1, MAX_CLIENTS)?;
+        bound("in-flight", args.in_flight, 1, MAX_IN_FLIGHT)?;
+        if args.clients * args.in_flight > MAX_CLIENTS {
+            return Err(InvalidArgs(format!(
+                "--clients {} × --in-flight {} is more than {MAX_CLIENTS} requests in flight",
+                args.clients, args.in_flight
+            )));
+        }
+        if args.workload == Workload::LeaseKeepalive && args.in_flight > 1 {
+            return Err(InvalidArgs(
+                "lease-keepalive sends one keep-alive at a time on each stream: use --clients, not --in-flight".into(),
+            ));
+        }
         if args.total == 0 {
             return Err(InvalidArgs("--total must be at least 1".into()));
         }
@@ -217,6 +240,7 @@ impl Plan {
             target_leader: args.target_leader,
             conns: args.conns,
             clients: args.clients,
+            in_flight: args.in_flight,
             total: args.total,
             key_size: args.key_size,
             val_size: args.val_size,
@@ -257,6 +281,7 @@ mod tests {
         let p = plan("put").unwrap();
         assert_eq!(p.endpoints, ["http://127.0.0.1:2379"]);
         assert_eq!((p.conns, p.clients, p.total, p.key_size, p.val_size), (1, 1, 10_000, 8, 8));
+        assert_eq!(p.in_flight, 1);
         assert_eq!(p.order, KeyOrder::Sequential);
         assert!(!p.serializable);
         assert_eq!(p.rate, None);
@@ -297,6 +322,13 @@ mod tests {
         assert!(plan("put --key-size 0").is_err());
         assert!(plan("put --key-space 0").is_err());
         assert!(plan("put --timeout 0").is_err());
+        assert!(plan("put --in-flight 0").unwrap_err().0.contains("--in-flight"));
+        assert!(plan("put --in-flight 1025").is_err());
+        assert_eq!(plan("watch --clients 1 --in-flight 64").unwrap().in_flight, 64);
+        // Each request in flight is a task: the product is bounded like --clients.
+        assert!(plan("put --clients 10000 --in-flight 1").is_ok());
+        assert!(plan("put --clients 5001 --in-flight 2").unwrap_err().0.contains("in flight"));
+        assert!(plan("lease-keepalive --in-flight 2").unwrap_err().0.contains("one keep-alive at a time"));
         // Two bytes hold 65,536 keys, not more.
         assert!(plan("put --key-size 2 --key-space 65536").is_ok());
         assert!(plan("put --key-size 2 --key-space 65537").unwrap_err().0.contains("65536"));

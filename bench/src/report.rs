@@ -173,6 +173,8 @@ pub struct Report {
     pub endpoints: Vec<String>,
     pub conns: usize,
     pub clients: usize,
+    /// Requests each client kept in flight.
+    pub in_flight: usize,
     /// Operations asked for.
     pub total: u64,
     /// Operations sent (fewer than `total` only if setup failed, e.g. no lease could be granted).
@@ -197,6 +199,7 @@ pub struct RunInfo {
     pub endpoints: Vec<String>,
     pub conns: usize,
     pub clients: usize,
+    pub in_flight: usize,
     pub total: u64,
 }
 
@@ -235,6 +238,7 @@ impl Report {
             endpoints: info.endpoints,
             conns: info.conns,
             clients: info.clients,
+            in_flight: info.in_flight,
             total: info.total,
             sent: tally.sent,
             ok: tally.ok,
@@ -269,6 +273,7 @@ impl Report {
         row(&mut out, "Endpoints", &self.endpoints.join(","));
         row(&mut out, "Connections", &self.conns);
         row(&mut out, "Clients", &self.clients);
+        row(&mut out, "In flight", &format_args!("{} per client", self.in_flight));
         row(&mut out, "Operations", &format_args!("{} sent of {}, {} ok", self.sent, self.total, self.ok));
         row(&mut out, "Elapsed", &format_args!("{:.3} s", self.elapsed_secs));
         row(&mut out, "Throughput", &format_args!("{:.1} ops/s", self.throughput));
@@ -321,7 +326,14 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn info() -> RunInfo {
-        RunInfo { workload: Workload::Put, endpoints: vec!["http://e:1".into()], conns: 2, clients: 4, total: 100 }
+        RunInfo {
+            workload: Workload::Put,
+            endpoints: vec!["http://e:1".into()],
+            conns: 2,
+            clients: 4,
+            in_flight: 1,
+            total: 100,
+        }
     }
 
     #[test]

@@ -2,10 +2,10 @@
 //! hands what it measured to [`report`](crate::report).
 //!
 //! Shape of a run: setup (connections; leases for `lease-keepalive`; created watchers for
-//! `watch`), then `--clients` tasks that claim operation numbers from one shared counter until
-//! `--total` are claimed, each with one request in flight, then teardown. Every task is owned by
-//! a `JoinSet` here (dropping it cancels them); every request has a deadline; every server error
-//! is counted, never unwrapped. All times are read from one clock, `base`, so that a watcher can
+//! `watch`), then `--clients` × `--in-flight` tasks that claim operation numbers from one shared
+//! counter until `--total` are claimed, each with one request in flight (a client's tasks share
+//! its connection), then teardown. Every task is owned by a `JoinSet` here (dropping it cancels
+//! them); every request has a deadline; every server error is counted, never unwrapped. All times are read from one clock, `base`, so that a watcher can
 //! time an event against the send time a writer put in the value.
 
 use crate::args::{Plan, Workload};
@@ -52,11 +52,7 @@ pub async fn execute(plan: &Plan) -> Result<Report, BenchError> {
         Workload::Put | Workload::Range | Workload::TxnPut => {
             let shared = Shared::new(plan, base, Vec::new(), Tally::default());
             let started = Instant::now();
-            let mut clients = JoinSet::new();
-            for client in 0..plan.clients {
-                clients.spawn(kv_client(shared.clone(), channels[client % channels.len()].clone()));
-            }
-            join_all(clients).await;
+            join_all(spawn_kv_clients(&shared, &channels)).await;
             let elapsed = started.elapsed();
             (shared.finish(), elapsed, None)
         }
@@ -69,8 +65,14 @@ pub async fn execute(plan: &Plan) -> Result<Report, BenchError> {
             (tally, elapsed, Some(watch))
         }
     };
-    let info =
-        RunInfo { workload: plan.workload, endpoints, conns: plan.conns, clients: plan.clients, total: plan.total };
+    let info = RunInfo {
+        workload: plan.workload,
+        endpoints,
+        conns: plan.conns,
+        clients: plan.clients,
+        in_flight: plan.in_flight,
+        total: plan.total,
+    };
     Ok(Report::build(info, &tally, elapsed, watch.as_ref()))
 }
 
@@ -234,8 +236,20 @@ async fn join_all<T: 'static>(mut tasks: JoinSet<T>) -> Vec<T> {
     out
 }
 
-/// One client of `put`, `range`, `txn-put` (and the writers of `watch`): one request at a time
-/// until the operations run out.
+/// The request loops of `put`, `range`, `txn-put` and of the writers of `watch`: `--in-flight`
+/// per client, client i's on connection i mod N.
+fn spawn_kv_clients(shared: &Arc<Shared>, channels: &[Channel]) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    for client in 0..shared.plan.clients {
+        for _ in 0..shared.plan.in_flight {
+            tasks.spawn(kv_client(shared.clone(), channels[client % channels.len()].clone()));
+        }
+    }
+    tasks
+}
+
+/// One request loop of a client (see [`spawn_kv_clients`]): one request at a time until the
+/// operations run out.
 async fn kv_client(shared: Arc<Shared>, channel: Channel) {
     let mut kv = KvClient::new(channel);
     let plan = &shared.plan;
@@ -407,11 +421,7 @@ async fn watch_workload(plan: &Plan, channels: &[Channel], base: Instant) -> (Ta
     let shared = Shared::new(plan, base, prefix, setup);
     let started_at = base.elapsed();
     let started = Instant::now();
-    let mut writers = JoinSet::new();
-    for client in 0..plan.clients {
-        writers.spawn(kv_client(shared.clone(), channels[client % channels.len()].clone()));
-    }
-    join_all(writers).await;
+    join_all(spawn_kv_clients(&shared, channels)).await;
     let elapsed = started.elapsed();
     let puts = shared.tally.lock().expect("tally lock").ok;
     // Every created watcher sees every successful put (and possibly a timed-out one that was

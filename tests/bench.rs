@@ -162,24 +162,9 @@ fn watch_workload_delivers_every_event_to_every_watcher() {
 
     // One writer with its puts in flight together (etcd's benchmark's writer): still every
     // event to every watcher, though revisions now arrive several to a batch.
-    let report = bench(
-        &cluster,
-        &[
-            "watch",
-            "--watchers",
-            "5",
-            "--conns",
-            "2",
-            "--clients",
-            "1",
-            "--in-flight",
-            "8",
-            "--total",
-            "300",
-            "--val-size",
-            "32",
-        ],
-    );
+    let args: Vec<&str> =
+        "watch --watchers 5 --conns 2 --clients 1 --in-flight 8 --total 300 --val-size 32".split(' ').collect();
+    let report = bench(&cluster, &args);
     assert_sane(&report, "watch", total);
     assert_eq!(u(&report["watch"], &["events_delivered"]), watchers * total, "{report}");
 }

@@ -5,8 +5,9 @@
 //! `watch`), then `--clients` × `--in-flight` tasks that claim operation numbers from one shared
 //! counter until `--total` are claimed, each with one request in flight (a client's tasks share
 //! its connection), then teardown. Every task is owned by a `JoinSet` here (dropping it cancels
-//! them); every request has a deadline; every server error is counted, never unwrapped. All times are read from one clock, `base`, so that a watcher can
-//! time an event against the send time a writer put in the value.
+//! them); every request has a deadline; every server error is counted, never unwrapped. All
+//! times are read from one clock, `base`, so that a watcher can time an event against the send
+//! time a writer put in the value.
 
 use crate::args::{Plan, Workload};
 use crate::keys::{encode_key, filler, key_index, mix, prefix_end, read_stamp, run_prefix, stamp_value};

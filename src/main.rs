@@ -239,7 +239,16 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the runtime");
+    // Without the LIFO slot a task woken by another runs after the tasks already queued, not
+    // straight after its waker. When an entry commits, its requests' handlers all wake at once;
+    // each wakes its connection's writer, which then runs after them and sends their responses
+    // in one write instead of one write per response (measured at a 3-member leader under 64
+    // clients: 37% fewer writev calls and 10-25% more put throughput).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .disable_lifo_slot()
+        .build()
+        .expect("starting the runtime");
     let result = runtime.block_on(async {
         match cli.command {
             Command::Server(mut args) => {

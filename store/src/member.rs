@@ -4,7 +4,9 @@
 //! Writes: every member accepts them. A batcher coalesces concurrent commands into one Raft
 //! entry (one fsync and one replication round for many clients); if this member is not the
 //! leader the batch is forwarded to the leader, then this member waits until it has applied the
-//! entry itself, so a client reading from it next sees its own write.
+//! entry itself, so a client reading from it next sees its own write. The leader's batcher takes
+//! forwarded batches in with its own clients' commands, so the whole cluster's writes share the
+//! leader's few entries in flight instead of each follower batch becoming an entry of its own.
 //! Reads: linearizable reads confirm leadership with a quorum (ReadIndex), on a follower by
 //! asking the leader for the index to wait for; serializable reads serve local state.
 
@@ -196,11 +198,16 @@ pub(crate) struct Replicator {
     pub(crate) network: PeerNetwork,
 }
 
+/// Commands that go into one entry together, and where their results go: one command of a
+/// client of this member, or a whole batch that a follower forwarded.
 struct Pending {
-    command: Command,
+    commands: Vec<Command>,
     size: usize,
-    reply: oneshot::Sender<StoreResult<Applied>>,
+    reply: oneshot::Sender<StoreResult<Committed>>,
 }
+
+/// The log index an entry was committed at, and the results of the commands asked about.
+pub(crate) type Committed = (u64, ProposalResult);
 
 /// A handle to the running member; cheap to clone.
 #[derive(Clone)]
@@ -446,10 +453,20 @@ impl Member {
     /// Replicates a command through Raft (forwarded to the leader when this member is not it)
     /// and returns its result once applied here.
     pub async fn propose(&self, command: Command) -> StoreResult<Applied> {
-        let size = bincode::serialized_size(&command).map_err(|e| StoreError::Internal(e.to_string()))? as usize;
+        let (_, ProposalResult { mut results }) = self.propose_together(vec![command]).await?;
+        results.pop().unwrap_or_else(|| Err(StoreError::Internal("a command applied without a result".into())))
+    }
+
+    /// Replicates commands in one entry (with whatever else is queued) and returns the entry's
+    /// index and their results once applied here.
+    pub(crate) async fn propose_together(&self, commands: Vec<Command>) -> StoreResult<Committed> {
+        let mut size = 0;
+        for command in &commands {
+            size += bincode::serialized_size(command).map_err(|e| StoreError::Internal(e.to_string()))? as usize;
+        }
         let (reply, rx) = oneshot::channel();
         let tx = self.inner.proposals.lock().expect("proposals lock").clone().ok_or(StoreError::Stopped)?;
-        tx.send(Pending { command, size, reply }).await.map_err(|_| StoreError::Stopped)?;
+        tx.send(Pending { commands, size, reply }).await.map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 
@@ -495,15 +512,16 @@ async fn batch_loop(mut rx: mpsc::Receiver<Pending>, rep: Replicator) {
             },
         };
         let permit: OwnedSemaphorePermit = slots.clone().acquire_owned().await.expect("semaphore never closed");
-        let mut bytes = first.size;
+        let (mut count, mut bytes) = (first.commands.len(), first.size);
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_COMMANDS {
+        while count < MAX_BATCH_COMMANDS {
             match rx.try_recv() {
-                Ok(p) if bytes + p.size > MAX_BATCH_BYTES => {
+                Ok(p) if count + p.commands.len() > MAX_BATCH_COMMANDS || bytes + p.size > MAX_BATCH_BYTES => {
                     carry = Some(p);
                     break;
                 }
                 Ok(p) => {
+                    count += p.commands.len();
                     bytes += p.size;
                     batch.push(p);
                 }
@@ -522,19 +540,25 @@ async fn batch_loop(mut rx: mpsc::Receiver<Pending>, rep: Replicator) {
 
 impl Replicator {
     async fn run_batch(&self, batch: Vec<Pending>) {
-        let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        let mut commands = Vec::with_capacity(batch.iter().map(|p| p.commands.len()).sum());
+        let mut replies = Vec::with_capacity(batch.len());
+        for p in batch {
+            replies.push((p.commands.len(), p.reply));
+            commands.extend(p.commands);
+        }
         let count = commands.len();
-        match self.submit(Proposal { commands }).await {
-            Ok(result) if result.results.len() == count => {
-                for (reply, r) in replies.into_iter().zip(result.results) {
-                    let _ = reply.send(r);
+        match self.submit(Proposal { commands: commands.into() }).await {
+            Ok((index, result)) if result.results.len() == count => {
+                let mut results = result.results.into_iter();
+                for (n, reply) in replies {
+                    let _ = reply.send(Ok((index, ProposalResult { results: results.by_ref().take(n).collect() })));
                 }
             }
-            Ok(result) => {
+            Ok((_, result)) => {
                 let e = StoreError::Internal(format!("{count} commands applied as {}", result.results.len()));
-                replies.into_iter().for_each(|r| drop(r.send(Err(e.clone()))));
+                replies.into_iter().for_each(|(_, r)| drop(r.send(Err(e.clone()))));
             }
-            Err(e) => replies.into_iter().for_each(|r| drop(r.send(Err(e.clone())))),
+            Err(e) => replies.into_iter().for_each(|(_, r)| drop(r.send(Err(e.clone())))),
         }
     }
 
@@ -559,13 +583,13 @@ impl Replicator {
     }
 
     /// Replicates one entry, retrying only where the entry was certainly not appended.
-    async fn submit(&self, proposal: Proposal) -> StoreResult<ProposalResult> {
+    async fn submit(&self, proposal: Proposal) -> StoreResult<Committed> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
             let (leader, url) = self.leader(deadline).await?;
             if leader == self.id.0 {
                 match self.raft.client_write(proposal.clone()).await {
-                    Ok(written) => return Ok(written.data),
+                    Ok(written) => return Ok((written.log_id.index, written.data)),
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
                     Err(RaftError::APIError(e)) => return Err(StoreError::Internal(e.to_string())),
                     Err(RaftError::Fatal(_)) => return Err(StoreError::Stopped),
@@ -576,7 +600,7 @@ impl Replicator {
                     Forwarded::Done(index, result) => {
                         // Apply locally before answering, so this member serves the write next.
                         let _ = self.raft.wait(Some(remaining)).applied_index_at_least(Some(index), "forwarded").await;
-                        return Ok(result);
+                        return Ok((index, result));
                     }
                     Forwarded::Retry => {}
                     Forwarded::Fail(e) => return Err(e),
@@ -591,7 +615,7 @@ impl Replicator {
     }
 
     async fn inner_forward(&self, url: &str, proposal: &Proposal, timeout: Duration) -> Forwarded {
-        match self.network.propose(url, proposal, timeout).await {
+        match self.network.propose(url, &proposal.commands, timeout).await {
             Ok(Ok((index, result))) => Forwarded::Done(index, result),
             Ok(Err(ForwardError::NotLeader)) => Forwarded::Retry,
             // A leader that stopped may have appended and replicated the entry before it did;

@@ -3,6 +3,8 @@
 //! One lazily connected HTTP/2 channel per peer URL is shared by every caller.
 
 use super::types::*;
+use crate::error::StoreError;
+use crate::mvcc::Command;
 use berth_proto::berthraftpb::raft_transport_client::RaftTransportClient;
 use berth_proto::berthraftpb::Payload;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -32,7 +34,20 @@ pub enum ForwardError {
     Failed(String),
 }
 
-/// The reply to a forwarded proposal: the log index it was committed at and its results.
+impl ForwardError {
+    /// What the forwarding member must know of why the leader's batcher failed its commands.
+    pub fn of(e: StoreError) -> ForwardError {
+        match e {
+            // The batcher found no leader to append to: nothing was appended.
+            StoreError::NoLeader => ForwardError::NotLeader,
+            StoreError::Internal(msg) => ForwardError::Failed(msg),
+            // Stopped or timed out: the entry may still commit, so the outcome is unknown.
+            _ => ForwardError::Stopped,
+        }
+    }
+}
+
+/// The reply to forwarded commands: the log index they were committed at and their results.
 pub type ProposeReply = Result<(u64, ProposalResult), ForwardError>;
 /// The reply to a read-index request: the log index a linearizable read must wait for.
 pub type ReadIndexReply = Result<u64, ForwardError>;
@@ -88,15 +103,15 @@ impl PeerNetwork {
             .max_encoding_message_size(MAX_PEER_MESSAGE))
     }
 
-    /// Sends a proposal to the leader at `url`.
+    /// Sends commands to the leader at `url`, to be replicated in one entry.
     pub async fn propose(
         &self,
         url: &str,
-        proposal: &Proposal,
+        commands: &[Command],
         timeout: Duration,
     ) -> Result<ProposeReply, tonic::Status> {
         let mut client = self.client(url).map_err(tonic::Status::unavailable)?;
-        let reply = client.propose(request(proposal, timeout)?).await?;
+        let reply = client.propose(request(&commands, timeout)?).await?;
         decode(reply.into_inner())
     }
 

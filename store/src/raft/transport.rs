@@ -4,9 +4,10 @@
 use super::network::{decode, encode, ForwardError, ProposeReply, ReadIndexReply};
 use super::types::*;
 use crate::member::Member;
+use crate::mvcc::Command;
 use berth_proto::berthraftpb::raft_transport_server::{RaftTransport, RaftTransportServer};
 use berth_proto::berthraftpb::Payload;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use tonic::{Request, Response, Status};
 
 pub struct PeerService {
@@ -46,11 +47,16 @@ impl RaftTransport for PeerService {
         Ok(Response::new(encode(&self.raft.install_snapshot(rpc).await)?))
     }
 
+    /// Forwarded commands join this leader's batcher, so they share an entry with the commands
+    /// of its own clients and of other followers. A member that does not lead says so rather
+    /// than forwarding again: the follower then asks for the leader afresh.
     async fn propose(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let proposal: Proposal = decode(req.into_inner())?;
-        let reply: ProposeReply = match self.raft.client_write(proposal).await {
-            Ok(written) => Ok((written.log_id.index, written.data)),
-            Err(e) => Err(forward_error(e, |api| matches!(api, ClientWriteError::ForwardToLeader(_)))),
+        let commands: Vec<Command> = decode(req.into_inner())?;
+        let leading = self.raft.metrics().borrow().current_leader == Some(self.member.id().0);
+        let reply: ProposeReply = if leading {
+            self.member.propose_together(commands).await.map_err(ForwardError::of)
+        } else {
+            Err(ForwardError::NotLeader)
         };
         Ok(Response::new(encode(&reply)?))
     }

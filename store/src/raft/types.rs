@@ -6,12 +6,18 @@ use crate::mvcc::{Applied, Command};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io::Cursor;
+use std::sync::Arc;
 
 /// One Raft entry: a batch of client commands coalesced by group commit. Each command still
 /// takes its own revision and gets its own result.
+///
+/// The commands are shared, not owned: an entry is handed out several times (to apply it and to
+/// each follower's replication stream, see [`super::wal::recent`]), and a copy of a shared list
+/// is one reference count where an owned one would copy every key and value. Encoded, it is the
+/// same sequence as a `Vec`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
-    pub commands: Vec<Command>,
+    pub commands: Arc<[Command]>,
 }
 
 /// The results of one applied entry, one per command (empty for blank and membership entries).

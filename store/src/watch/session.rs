@@ -242,10 +242,10 @@ mod tests {
         /// Applies one entry of puts, one revision each.
         async fn put(&mut self, puts: &[(&str, &str)]) {
             self.index += 1;
-            let commands = puts.iter().map(|(k, v)| Command::Put(PutRequest::new(*k, *v))).collect();
+            let commands: Vec<_> = puts.iter().map(|(k, v)| Command::Put(PutRequest::new(*k, *v))).collect();
             let entry = Entry {
                 log_id: LogId::new(CommittedLeaderId::new(1, 0), self.index),
-                payload: EntryPayload::Normal(Proposal { commands }),
+                payload: EntryPayload::Normal(Proposal { commands: commands.into() }),
             };
             self.sm.apply(vec![entry]).await.unwrap();
         }
@@ -420,7 +420,9 @@ mod tests {
         h.index += 1;
         let entry = Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 0), h.index),
-            payload: EntryPayload::Normal(Proposal { commands: vec![Command::Compact { revision: Revision(3) }] }),
+            payload: EntryPayload::Normal(Proposal {
+                commands: vec![Command::Compact { revision: Revision(3) }].into(),
+            }),
         };
         h.sm.apply(vec![entry]).await.unwrap();
         let (tx, mut inbound) = client();

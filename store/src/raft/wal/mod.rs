@@ -1,18 +1,21 @@
 //! The Raft log as a write-ahead log: records appended to preallocated segments (see
 //! [`crate::engine::segments`]), with an in-memory index from entry index to where the entry
-//! sits. Entries are read back from the segments on demand (the page cache keeps recent ones
-//! hot), so memory grows with the number of entries, not their size.
+//! sits. The newest entries are also kept decoded ([`recent`]), since each is read back soon
+//! after it is written; older ones are read back from the segments on demand, so memory grows
+//! with the number of entries, not their size.
 //!
 //! Removing entries never rewrites a segment: truncation and purging are records too, and
 //! replaying every segment in order rebuilds the same state. Whole segments are deleted once
 //! every entry in them is purged; so that the vote and the purge point are never lost with
 //! them, each new segment starts with a checkpoint of both.
 
+pub mod recent;
 pub mod record;
 
 use crate::engine::{EngineError, EngineResult, SegmentStore};
 use crate::raft::types::{Entry, LogId, Vote};
 use openraft::RaftLogId;
+use recent::{Recent, RECENT_BYTES};
 use record::{frame, parse, unframe, Record, Span, Tail};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -37,8 +40,8 @@ struct EntryHead {
     log_id: LogId,
 }
 
-/// What the log holds, rebuilt from the segments at start-up.
-#[derive(Default)]
+/// What the log holds, rebuilt from the segments at start-up (all but `recent`, which starts
+/// empty and fills as entries are written).
 struct State {
     /// The segment appends go to, its capacity, and where in it the next record goes.
     active: u64,
@@ -54,6 +57,25 @@ struct State {
     last_purged: Option<LogId>,
     /// Segments written since their last sync.
     dirty: BTreeSet<u64>,
+    recent: Recent,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            active: 0,
+            active_capacity: 0,
+            offset: 0,
+            segments: BTreeMap::new(),
+            index: BTreeMap::new(),
+            vote: None,
+            committed: None,
+            committed_unwritten: false,
+            last_purged: None,
+            dirty: BTreeSet::new(),
+            recent: Recent::new(RECENT_BYTES),
+        }
+    }
 }
 
 impl State {
@@ -158,13 +180,24 @@ impl Wal {
         state.index.last_key_value().map(|(_, location)| location.log_id).or(state.last_purged)
     }
 
-    /// Entries with `start <= index < end` that the log holds, in order.
+    /// Entries with `start <= index < end` that the log holds, in order: the newest from
+    /// memory, any older ones from the segments (read without holding the lock).
     pub fn entries(&self, start: u64, end: u64) -> EngineResult<Vec<Entry>> {
         if start >= end {
             return Ok(Vec::new());
         }
-        let locations: Vec<Location> = self.lock().index.range(start..end).map(|(_, l)| *l).collect();
-        locations.into_iter().map(|location| self.read_entry(location)).collect()
+        let (locations, held) = {
+            let state = self.lock();
+            let split = state.recent.first().unwrap_or(u64::MAX).clamp(start, end);
+            let locations: Vec<Location> = state.index.range(start..split).map(|(_, l)| *l).collect();
+            (locations, state.recent.range(split, end))
+        };
+        let mut entries = Vec::with_capacity(locations.len() + held.len());
+        for location in locations {
+            entries.push(self.read_entry(location)?);
+        }
+        entries.extend(held);
+        Ok(entries)
     }
 
     /// Appends entries (not yet durable: see [`Wal::sync`]), after the committed index if it
@@ -262,6 +295,7 @@ impl Wal {
             let span = Span { offset: state.offset, len: frame.len() as u32 };
             state.offset += frame.len() as u64;
             state.apply(active, span, record.clone().map(|entry| *entry.get_log_id()));
+            state.recent.mirror(record, frame.len());
         }
         Ok(())
     }
@@ -466,13 +500,36 @@ mod tests {
     }
 
     #[test]
+    fn reads_join_entries_from_the_segments_and_from_memory() {
+        let engine = MemoryEngine::new();
+        let wal = Wal::open(engine.segments(), SMALL).unwrap();
+        append_each(&wal, 0..10);
+        wal.sync().unwrap();
+        // Reopened, nothing is held in memory: 0..10 come from the segments, 10..15 from memory.
+        let wal = Wal::open(engine.segments(), SMALL).unwrap();
+        append_each(&wal, 10..15);
+        assert_eq!(wal.lock().recent.first(), Some(10));
+        assert_eq!(indexes(&wal), (0..15).collect::<Vec<_>>());
+        assert_eq!(wal.entries(8, 12).unwrap(), (8..12).map(entry).collect::<Vec<_>>());
+        // Truncation and purges reach both, and an overwrite is what a read finds.
+        wal.truncate(12).unwrap();
+        let replacement = Entry { log_id: LogId::new(CommittedLeaderId::new(2, 1), 12), payload: EntryPayload::Blank };
+        wal.append([replacement.clone()]).unwrap();
+        wal.purge(log_id(10)).unwrap();
+        assert_eq!(wal.entries(0, 20).unwrap(), vec![entry(11), replacement.clone()]);
+        wal.sync().unwrap();
+        let wal = Wal::open(engine.segments(), SMALL).unwrap();
+        assert_eq!(wal.entries(0, 20).unwrap(), vec![entry(11), replacement]);
+    }
+
+    #[test]
     fn a_record_larger_than_a_segment_gets_a_segment_of_its_own() {
         let engine = MemoryEngine::new();
         let wal = Wal::open(engine.segments(), SMALL).unwrap();
         let big = Entry {
             log_id: log_id(0),
             payload: EntryPayload::Normal(crate::raft::types::Proposal {
-                commands: vec![crate::mvcc::Command::Compact { revision: crate::ids::Revision(1) }; 40],
+                commands: vec![crate::mvcc::Command::Compact { revision: crate::ids::Revision(1) }; 40].into(),
             }),
         };
         wal.append([big.clone(), entry(1)]).unwrap();

@@ -475,7 +475,7 @@ mod tests {
         assert!(block_on(auth.user_add(pb::AuthUserAddRequest::default())).is_err());
         assert!(block_on(auth.role_grant_permission(pb::AuthRoleGrantPermissionRequest::default())).is_err());
         let payload = || berthraftpb::Payload::default();
-        assert!(block_on(raft.append_entries(payload())).is_err());
+        assert!(block_on(raft.append_entries(tokio_stream::iter(vec![payload()]))).is_err());
         assert!(block_on(raft.vote(payload())).is_err());
         assert!(block_on(raft.install_snapshot(payload())).is_err());
         assert!(block_on(raft.propose(payload())).is_err());

@@ -1,6 +1,8 @@
 //! The client side of the peer transport: openraft's RPCs and Berth's forwarding calls
 //! (proposals and read-index requests sent to the leader), as opaque bincode payloads over gRPC.
-//! One lazily connected HTTP/2 channel per peer URL is shared by every caller.
+//! One lazily connected HTTP/2 channel per peer URL is shared by every caller, and so are the
+//! idle AppendEntries streams to it: replication and heartbeats take one, send a request, wait
+//! for its reply and give the stream back, so a reply can never answer a later request.
 
 use super::types::*;
 use crate::error::StoreError;
@@ -59,7 +61,36 @@ pub type ChannelFactory = Arc<dyn Fn(&str) -> Result<Channel, String> + Send + S
 #[derive(Clone)]
 pub struct PeerNetwork {
     channels: Arc<Mutex<BTreeMap<String, Channel>>>,
+    /// Idle AppendEntries streams by peer URL.
+    streams: Arc<Mutex<BTreeMap<String, IdleStreams>>>,
     connect: ChannelFactory,
+}
+
+/// AppendEntries streams to one peer that no call is using. A replication stream and a
+/// heartbeat round at the same time need two; more are closed when they come back.
+type IdleStreams = Arc<Mutex<Vec<AppendStream>>>;
+const IDLE_STREAMS_PER_PEER: usize = 4;
+
+/// One AppendEntries stream, used by one call at a time.
+struct AppendStream {
+    requests: tokio::sync::mpsc::Sender<Payload>,
+    replies: tonic::Streaming<Payload>,
+}
+
+impl AppendStream {
+    async fn open(client: &mut RaftTransportClient<Channel>) -> Result<AppendStream, tonic::Status> {
+        let (requests, outgoing) = tokio::sync::mpsc::channel(1);
+        let replies = client.append_entries(tokio_stream::wrappers::ReceiverStream::new(outgoing)).await?.into_inner();
+        Ok(AppendStream { requests, replies })
+    }
+
+    /// Sends one request and waits for its reply. A call that is dropped midway drops the
+    /// stream with it (it was taken out of the idle list), so no late reply is ever read.
+    async fn exchange(&mut self, request: Payload) -> Result<Payload, tonic::Status> {
+        let closed = || tonic::Status::aborted("the AppendEntries stream closed");
+        self.requests.send(request).await.map_err(|_| closed())?;
+        self.replies.message().await?.ok_or_else(closed)
+    }
 }
 
 impl Default for PeerNetwork {
@@ -84,7 +115,7 @@ pub fn peer_endpoint(url: &str) -> Result<Endpoint, String> {
 
 impl PeerNetwork {
     pub fn with_connector(connect: ChannelFactory) -> Self {
-        PeerNetwork { channels: Arc::default(), connect }
+        PeerNetwork { channels: Arc::default(), streams: Arc::default(), connect }
     }
 
     /// A client for the peer at `url`, sharing the channel with earlier callers.
@@ -145,7 +176,8 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 
     async fn new_client(&mut self, target: u64, node: &MemberNode) -> PeerClient {
         let url = node.peer_urls.first().cloned().unwrap_or_default();
-        PeerClient { target, client: self.client(&url) }
+        let idle = self.streams.lock().expect("stream pool lock").entry(url.clone()).or_default().clone();
+        PeerClient { target, client: self.client(&url), idle }
     }
 }
 
@@ -153,6 +185,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 pub struct PeerClient {
     target: u64,
     client: Result<RaftTransportClient<Channel>, String>,
+    idle: IdleStreams,
 }
 
 /// A peer that refuses connections is unreachable (openraft backs off); anything else is a
@@ -164,7 +197,24 @@ fn transport_error<E: std::error::Error>(status: tonic::Status) -> RPCError<u64,
     }
 }
 
+// The helpers return openraft's `RPCError`, large as it is, since that is what its trait asks for.
+#[allow(clippy::result_large_err)]
 impl PeerClient {
+    fn client<E: std::error::Error>(
+        &mut self,
+    ) -> Result<&mut RaftTransportClient<Channel>, RPCError<u64, MemberNode, E>> {
+        self.client.as_mut().map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.clone()))))
+    }
+
+    /// The reply to a call, or the error it carries from the peer.
+    fn reply<Resp: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
+        &self,
+        reply: Payload,
+    ) -> Result<Resp, RPCError<u64, MemberNode, E>> {
+        let decoded: Result<Resp, E> = decode(reply).map_err(transport_error)?;
+        decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
     async fn call<Req, Resp, E>(
         &mut self,
         req: &Req,
@@ -179,24 +229,49 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let client = match &mut self.client {
-            Ok(c) => c,
-            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.clone())))),
-        };
         let request = request(req, option.hard_ttl()).map_err(transport_error)?;
-        let reply = send(client, request).await.map_err(transport_error)?;
-        let decoded: Result<Resp, E> = decode(reply.into_inner()).map_err(transport_error)?;
-        decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        let reply = send(self.client()?, request).await.map_err(transport_error)?;
+        self.reply(reply.into_inner())
+    }
+
+    /// One AppendEntries over an idle stream (or a new one). openraft bounds it with its own
+    /// timeout, which drops this future and so the stream.
+    async fn append(
+        &mut self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, MemberNode, RaftError<u64>>> {
+        let request = encode(rpc).map_err(transport_error)?;
+        let idle = self.idle.lock().expect("idle streams lock").pop();
+        let mut stream = match idle {
+            Some(stream) => stream,
+            None => AppendStream::open(self.client()?).await.map_err(transport_error)?,
+        };
+        match stream.exchange(request).await {
+            Ok(reply) => {
+                let mut idle = self.idle.lock().expect("idle streams lock");
+                if idle.len() < IDLE_STREAMS_PER_PEER {
+                    idle.push(stream);
+                }
+                drop(idle);
+                self.reply(reply)
+            }
+            Err(status) => {
+                // The connection under it may be gone, and with it the other idle streams.
+                self.idle.lock().expect("idle streams lock").clear();
+                Err(transport_error(status))
+            }
+        }
     }
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
+    /// The time limit is openraft's own timeout around this call (see [`PeerClient::append`]).
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
+        _option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, MemberNode, RaftError<u64>>> {
-        self.call(&rpc, &option, async |c, r| c.append_entries(r).await).await
+        self.append(&rpc).await
     }
 
     async fn install_snapshot(

@@ -8,7 +8,10 @@ use crate::mvcc::Command;
 use berth_proto::berthraftpb::raft_transport_server::{RaftTransport, RaftTransportServer};
 use berth_proto::berthraftpb::Payload;
 use openraft::error::RaftError;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
+
+/// The replies of one AppendEntries stream, in request order.
+pub type AppendReplies = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Payload, Status>> + Send>>;
 
 pub struct PeerService {
     raft: Raft,
@@ -32,9 +35,19 @@ fn forward_error<E: std::fmt::Display>(e: RaftError<u64, E>, not_leader: impl Fn
 
 #[tonic::async_trait]
 impl RaftTransport for PeerService {
-    async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let rpc = decode(req.into_inner())?;
-        Ok(Response::new(encode(&self.raft.append_entries(rpc).await)?))
+    type AppendEntriesStream = AppendReplies;
+
+    /// Answers each request of the stream in turn; the stream ends when the leader closes it.
+    async fn append_entries(&self, req: Request<Streaming<Payload>>) -> Result<Response<AppendReplies>, Status> {
+        let replies = futures::stream::unfold((self.raft.clone(), req.into_inner()), |(raft, mut requests)| async {
+            let request = requests.message().await.ok()??;
+            let reply = match decode(request) {
+                Ok(rpc) => encode(&raft.append_entries(rpc).await),
+                Err(status) => Err(status),
+            };
+            Some((reply, (raft, requests)))
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {

@@ -67,6 +67,16 @@ fn lease_allowance_regressions() {
     check_seed(2023, "mixed-3");
 }
 
+/// A soak seed that once found a member's writes stalled for good after the heal: its two batch
+/// slots waited on `client_write` calls that never returned once the leader had lost the entries,
+/// so every later write through it queued behind them. Bounding the wait by the request's
+/// deadline frees the slot.
+#[test]
+fn a_stalled_batch_slot_regression() {
+    check_seed(1008, "leader-isolation-5");
+    check_seed(1008, "clock-skew-5");
+}
+
 #[test]
 fn partitions_3() {
     check("partitions-3");

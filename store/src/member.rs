@@ -588,7 +588,12 @@ impl Replicator {
         loop {
             let (leader, url) = self.leader(deadline).await?;
             if leader == self.id.0 {
-                match self.raft.client_write(proposal.clone()).await {
+                // Bounded: an entry a leader appended and then lost (it stepped down and the entry
+                // was overwritten) may never be answered, and a batch slot must not wait forever.
+                let written = tokio::time::timeout_at(deadline, self.raft.client_write(proposal.clone()))
+                    .await
+                    .map_err(|_| StoreError::Timeout)?;
+                match written {
                     Ok(written) => return Ok((written.log_id.index, written.data)),
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
                     Err(RaftError::APIError(e)) => return Err(StoreError::Internal(e.to_string())),

@@ -290,3 +290,18 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         self.call(&rpc, &option, async |c, r| c.vote(r).await).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_batcher_that_found_no_leader_lets_the_follower_retry() {
+        // Retrying elsewhere is safe only when nothing was appended.
+        assert_eq!(ForwardError::of(StoreError::NoLeader), ForwardError::NotLeader);
+        // Stopped or timed out, the entry may still commit: the outcome is unknown.
+        assert_eq!(ForwardError::of(StoreError::Stopped), ForwardError::Stopped);
+        assert_eq!(ForwardError::of(StoreError::Timeout), ForwardError::Stopped);
+        assert_eq!(ForwardError::of(StoreError::Internal("x".into())), ForwardError::Failed("x".into()));
+    }
+}

@@ -19,7 +19,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::{ForwardError, PeerNetwork};
 use crate::raft::state_machine::{KvState, StateMachine};
 use crate::raft::wal::{Wal, SEGMENT_BYTES};
-use crate::raft::{MemberNode, Proposal, ProposalResult, Raft};
+use crate::raft::{Committed, MemberNode, Proposal, ProposalResult, Raft};
 use crate::read_batch::ReadBatcher;
 use openraft::error::{ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
@@ -205,9 +205,6 @@ struct Pending {
     size: usize,
     reply: oneshot::Sender<StoreResult<Committed>>,
 }
-
-/// The log index an entry was committed at, and the results of the commands asked about.
-pub(crate) type Committed = (u64, ProposalResult);
 
 /// A handle to the running member; cheap to clone.
 #[derive(Clone)]

@@ -30,6 +30,7 @@ pub const MAX_PEER_MESSAGE: usize = 64 * 1024 * 1024;
 pub enum ForwardError {
     #[error("not the leader")]
     NotLeader,
+    /// The leader stopped or gave up waiting: the command may still commit.
     #[error("server stopped")]
     Stopped,
     #[error("{0}")]
@@ -50,7 +51,7 @@ impl ForwardError {
 }
 
 /// The reply to forwarded commands: the log index they were committed at and their results.
-pub type ProposeReply = Result<(u64, ProposalResult), ForwardError>;
+pub type ProposeReply = Result<Committed, ForwardError>;
 /// The reply to a read-index request: the log index a linearizable read must wait for.
 pub type ReadIndexReply = Result<u64, ForwardError>;
 
@@ -60,16 +61,40 @@ pub type ChannelFactory = Arc<dyn Fn(&str) -> Result<Channel, String> + Send + S
 
 #[derive(Clone)]
 pub struct PeerNetwork {
-    channels: Arc<Mutex<BTreeMap<String, Channel>>>,
-    /// Idle AppendEntries streams by peer URL.
-    streams: Arc<Mutex<BTreeMap<String, IdleStreams>>>,
+    /// What every caller shares with one peer, by peer URL.
+    links: Arc<Mutex<BTreeMap<String, PeerLink>>>,
     connect: ChannelFactory,
 }
 
-/// AppendEntries streams to one peer that no call is using. A replication stream and a
-/// heartbeat round at the same time need two; more are closed when they come back.
-type IdleStreams = Arc<Mutex<Vec<AppendStream>>>;
+/// The channel to one peer and the AppendEntries streams over it that no call is using.
+#[derive(Clone)]
+struct PeerLink {
+    channel: Channel,
+    idle: IdleStreams,
+}
+
+/// Idle AppendEntries streams to one peer. A replication stream and a heartbeat round at the
+/// same time need two; more are closed when they come back.
+#[derive(Clone, Default)]
+struct IdleStreams(Arc<Mutex<Vec<AppendStream>>>);
 const IDLE_STREAMS_PER_PEER: usize = 4;
+
+impl IdleStreams {
+    fn take(&self) -> Option<AppendStream> {
+        self.0.lock().expect("idle streams lock").pop()
+    }
+
+    fn give_back(&self, stream: AppendStream) {
+        let mut idle = self.0.lock().expect("idle streams lock");
+        if idle.len() < IDLE_STREAMS_PER_PEER {
+            idle.push(stream);
+        }
+    }
+
+    fn clear(&self) {
+        self.0.lock().expect("idle streams lock").clear();
+    }
+}
 
 /// One AppendEntries stream, used by one call at a time.
 struct AppendStream {
@@ -115,23 +140,23 @@ pub fn peer_endpoint(url: &str) -> Result<Endpoint, String> {
 
 impl PeerNetwork {
     pub fn with_connector(connect: ChannelFactory) -> Self {
-        PeerNetwork { channels: Arc::default(), streams: Arc::default(), connect }
+        PeerNetwork { links: Arc::default(), connect }
+    }
+
+    /// What callers share with the peer at `url`, made on first use.
+    fn link(&self, url: &str) -> Result<PeerLink, String> {
+        let mut links = self.links.lock().expect("peer links lock");
+        if let Some(link) = links.get(url) {
+            return Ok(link.clone());
+        }
+        let link = PeerLink { channel: (self.connect)(url)?, idle: IdleStreams::default() };
+        links.insert(url.to_string(), link.clone());
+        Ok(link)
     }
 
     /// A client for the peer at `url`, sharing the channel with earlier callers.
     pub fn client(&self, url: &str) -> Result<RaftTransportClient<Channel>, String> {
-        let mut channels = self.channels.lock().expect("channel cache lock");
-        let channel = match channels.get(url) {
-            Some(c) => c.clone(),
-            None => {
-                let channel = (self.connect)(url)?;
-                channels.insert(url.to_string(), channel.clone());
-                channel
-            }
-        };
-        Ok(RaftTransportClient::new(channel)
-            .max_decoding_message_size(MAX_PEER_MESSAGE)
-            .max_encoding_message_size(MAX_PEER_MESSAGE))
+        Ok(transport_client(self.link(url)?.channel))
     }
 
     /// Sends commands to the leader at `url`, to be replicated in one entry.
@@ -165,6 +190,12 @@ pub fn decode<T: DeserializeOwned>(payload: Payload) -> Result<T, tonic::Status>
         .map_err(|e| tonic::Status::invalid_argument(format!("cannot decode peer message: {e}")))
 }
 
+fn transport_client(channel: Channel) -> RaftTransportClient<Channel> {
+    RaftTransportClient::new(channel)
+        .max_decoding_message_size(MAX_PEER_MESSAGE)
+        .max_encoding_message_size(MAX_PEER_MESSAGE)
+}
+
 fn request<T: Serialize>(value: &T, timeout: Duration) -> Result<tonic::Request<Payload>, tonic::Status> {
     let mut req = tonic::Request::new(encode(value)?);
     req.set_timeout(timeout);
@@ -176,16 +207,15 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 
     async fn new_client(&mut self, target: u64, node: &MemberNode) -> PeerClient {
         let url = node.peer_urls.first().cloned().unwrap_or_default();
-        let idle = self.streams.lock().expect("stream pool lock").entry(url.clone()).or_default().clone();
-        PeerClient { target, client: self.client(&url), idle }
+        let link = self.link(&url).map(|link| (transport_client(link.channel), link.idle));
+        PeerClient { target, link }
     }
 }
 
-/// openraft's connection to one peer.
+/// openraft's connection to one peer: a client and the peer's idle AppendEntries streams.
 pub struct PeerClient {
     target: u64,
-    client: Result<RaftTransportClient<Channel>, String>,
-    idle: IdleStreams,
+    link: Result<(RaftTransportClient<Channel>, IdleStreams), String>,
 }
 
 /// A peer that refuses connections is unreachable (openraft backs off); anything else is a
@@ -200,10 +230,13 @@ fn transport_error<E: std::error::Error>(status: tonic::Status) -> RPCError<u64,
 // The helpers return openraft's `RPCError`, large as it is, since that is what its trait asks for.
 #[allow(clippy::result_large_err)]
 impl PeerClient {
-    fn client<E: std::error::Error>(
+    fn link<E: std::error::Error>(
         &mut self,
-    ) -> Result<&mut RaftTransportClient<Channel>, RPCError<u64, MemberNode, E>> {
-        self.client.as_mut().map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.clone()))))
+    ) -> Result<(&mut RaftTransportClient<Channel>, &IdleStreams), RPCError<u64, MemberNode, E>> {
+        match &mut self.link {
+            Ok((client, idle)) => Ok((client, idle)),
+            Err(e) => Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.clone())))),
+        }
     }
 
     /// The reply to a call, or the error it carries from the peer.
@@ -230,7 +263,7 @@ impl PeerClient {
         E: std::error::Error + DeserializeOwned,
     {
         let request = request(req, option.hard_ttl()).map_err(transport_error)?;
-        let reply = send(self.client()?, request).await.map_err(transport_error)?;
+        let reply = send(self.link()?.0, request).await.map_err(transport_error)?;
         self.reply(reply.into_inner())
     }
 
@@ -241,23 +274,20 @@ impl PeerClient {
         rpc: &AppendEntriesRequest<TypeConfig>,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, MemberNode, RaftError<u64>>> {
         let request = encode(rpc).map_err(transport_error)?;
-        let idle = self.idle.lock().expect("idle streams lock").pop();
-        let mut stream = match idle {
+        let (client, idle) = self.link()?;
+        let idle = idle.clone();
+        let mut stream = match idle.take() {
             Some(stream) => stream,
-            None => AppendStream::open(self.client()?).await.map_err(transport_error)?,
+            None => AppendStream::open(client).await.map_err(transport_error)?,
         };
         match stream.exchange(request).await {
             Ok(reply) => {
-                let mut idle = self.idle.lock().expect("idle streams lock");
-                if idle.len() < IDLE_STREAMS_PER_PEER {
-                    idle.push(stream);
-                }
-                drop(idle);
+                idle.give_back(stream);
                 self.reply(reply)
             }
             Err(status) => {
                 // The connection under it may be gone, and with it the other idle streams.
-                self.idle.lock().expect("idle streams lock").clear();
+                idle.clear();
                 Err(transport_error(status))
             }
         }

@@ -26,6 +26,9 @@ pub struct ProposalResult {
     pub results: Vec<StoreResult<Applied>>,
 }
 
+/// The log index an entry was committed at, and the results of the commands asked about.
+pub type Committed = (u64, ProposalResult);
+
 /// What the cluster configuration records about a member (etcd's `Member` minus the id).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberNode {

@@ -15,7 +15,7 @@ pub mod record;
 use crate::engine::{EngineError, EngineResult, SegmentStore};
 use crate::raft::types::{Entry, LogId, Vote};
 use openraft::RaftLogId;
-use recent::{Recent, RECENT_BYTES};
+use recent::Recent;
 use record::{frame, parse, unframe, Record, Span, Tail};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -42,6 +42,7 @@ struct EntryHead {
 
 /// What the log holds, rebuilt from the segments at start-up (all but `recent`, which starts
 /// empty and fills as entries are written).
+#[derive(Default)]
 struct State {
     /// The segment appends go to, its capacity, and where in it the next record goes.
     active: u64,
@@ -58,24 +59,6 @@ struct State {
     /// Segments written since their last sync.
     dirty: BTreeSet<u64>,
     recent: Recent,
-}
-
-impl Default for State {
-    fn default() -> Self {
-        State {
-            active: 0,
-            active_capacity: 0,
-            offset: 0,
-            segments: BTreeMap::new(),
-            index: BTreeMap::new(),
-            vote: None,
-            committed: None,
-            committed_unwritten: false,
-            last_purged: None,
-            dirty: BTreeSet::new(),
-            recent: Recent::new(RECENT_BYTES),
-        }
-    }
 }
 
 impl State {

@@ -27,6 +27,12 @@ pub struct Recent {
     budget: usize,
 }
 
+impl Default for Recent {
+    fn default() -> Self {
+        Recent::new(RECENT_BYTES)
+    }
+}
+
 impl Recent {
     pub fn new(budget: usize) -> Self {
         Recent { entries: VecDeque::new(), first: 0, bytes: 0, budget }

@@ -95,6 +95,13 @@ pub trait Engine: Send + Sync + 'static {
     /// database, not the log or snapshots).
     fn size_on_disk(&self) -> u64;
 
+    /// Lets go of what reading the whole key space left cached (start-up reads all of it). Only
+    /// while nothing else uses the engine: an iterator still open may keep the cache, or the
+    /// database, from being released.
+    fn release_cache(&self) -> EngineResult<()> {
+        Ok(())
+    }
+
     /// The log segments kept beside the key space (see [`segments`]).
     fn segments(&self) -> Arc<dyn SegmentStore>;
 }

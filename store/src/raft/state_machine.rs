@@ -129,6 +129,8 @@ impl StateMachine {
             persist_snapshot(&engine, &meta, &body)?;
             state = state_of(&meta, body);
         }
+        // The whole history was just read; the applied state holds it from now on.
+        engine.release_cache()?;
         let (applied_tx, _) = watch::channel(state.mvcc.revision());
         let hub = WatchHub::new(state.mvcc.revision(), WatchConfig::default());
         Ok(StateMachine {

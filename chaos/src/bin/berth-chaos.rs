@@ -18,7 +18,7 @@
 
 use anyhow::{bail, Context, Result};
 use berth_chaos::sim::{self, RunOptions, Scenario};
-use berth_store::member::ReadMode;
+use berth_store::member::{ReadMode, MAX_BATCHES_IN_FLIGHT};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
@@ -42,10 +42,8 @@ struct Args {
     /// with --seed; a soak runs every scenario unless given one.
     #[arg(long)]
     scenario: Option<String>,
-    /// Run the deliberately broken store that serves "linearizable" reads from local state
-    /// (shows that the suite catches stale reads).
-    #[arg(long)]
-    broken_reads: bool,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Print JSON reports (one per line) instead of text.
     #[arg(long)]
     json: bool,
@@ -83,13 +81,9 @@ fn main() -> Result<()> {
         (Some(seed), _) => {
             let Some(scenario) = scenario else { bail!("--seed needs --scenario") };
             if args.check_replay {
-                return check_replay(seed, scenario, args.broken_reads);
+                return check_replay(seed, scenario, args.store);
             }
-            let options = RunOptions {
-                read_mode: if args.broken_reads { ReadMode::LocalStateForTesting } else { ReadMode::Linearizable },
-                ..RunOptions::default()
-            };
-            let report = sim::run(seed, scenario, &options);
+            let report = sim::run(seed, scenario, &args.store.options());
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
                 if !report.passed() {
@@ -105,7 +99,7 @@ fn main() -> Result<()> {
         (None, Some(n)) => {
             let scenarios = scenario.map_or_else(Scenario::all, |s| vec![s]);
             let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            if !soak(&scenarios, args.first_seed, n, jobs.max(1), args.broken_reads, args.json)? {
+            if !soak(&scenarios, args.first_seed, n, jobs.max(1), args.store, args.json)? {
                 std::process::exit(1);
             }
         }
@@ -114,6 +108,43 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How the store under test is built; a child run gets the same flags again.
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct StoreArgs {
+    /// Run the deliberately broken store that serves "linearizable" reads from local state
+    /// (shows that the suite catches stale reads).
+    #[arg(long)]
+    broken_reads: bool,
+    /// Group-commit batches each member replicates at once.
+    #[arg(long, default_value_t = MAX_BATCHES_IN_FLIGHT, value_parser = at_least_one)]
+    batches_in_flight: usize,
+}
+
+impl StoreArgs {
+    fn options(&self) -> RunOptions {
+        RunOptions {
+            read_mode: if self.broken_reads { ReadMode::LocalStateForTesting } else { ReadMode::Linearizable },
+            batches_in_flight: self.batches_in_flight,
+            ..RunOptions::default()
+        }
+    }
+
+    fn child_args(&self) -> Vec<String> {
+        let mut args = vec!["--batches-in-flight".to_string(), self.batches_in_flight.to_string()];
+        if self.broken_reads {
+            args.push("--broken-reads".into());
+        }
+        args
+    }
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected a whole number of at least 1, got {s:?}")),
+    }
 }
 
 /// Log lines carry the simulated time, which is what a replay reproduces.
@@ -136,13 +167,11 @@ struct ChildRun {
 }
 
 /// Runs one seed in a fresh process of this binary.
-fn run_child(seed: u64, scenario: Scenario, broken_reads: bool) -> Result<ChildRun> {
+fn run_child(seed: u64, scenario: Scenario, store: StoreArgs) -> Result<ChildRun> {
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let mut cmd = Command::new(exe);
     cmd.args(["--seed", &seed.to_string(), "--scenario", &scenario.name(), "--json"]);
-    if broken_reads {
-        cmd.arg("--broken-reads");
-    }
+    cmd.args(store.child_args());
     let out = cmd.env_remove("RUST_LOG").output().context("cannot start a run")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or_default();
@@ -152,9 +181,9 @@ fn run_child(seed: u64, scenario: Scenario, broken_reads: bool) -> Result<ChildR
     Ok(ChildRun { report, text: String::from_utf8_lossy(&out.stderr).into_owned() })
 }
 
-fn check_replay(seed: u64, scenario: Scenario, broken_reads: bool) -> Result<()> {
-    let first = run_child(seed, scenario, broken_reads)?;
-    let second = run_child(seed, scenario, broken_reads)?;
+fn check_replay(seed: u64, scenario: Scenario, store: StoreArgs) -> Result<()> {
+    let first = run_child(seed, scenario, store)?;
+    let second = run_child(seed, scenario, store)?;
     let (a, b) = (&first.report["history_hash"], &second.report["history_hash"]);
     if a != b {
         bail!("{scenario} seed {seed} did not replay: history hashes {a} and {b} differ");
@@ -175,7 +204,7 @@ struct Row {
 
 /// Runs `n` seeds of every scenario, `jobs` child processes at a time; prints each failure as
 /// it comes and a table at the end. Whether every run passed.
-fn soak(scenarios: &[Scenario], first: u64, n: u64, jobs: usize, broken_reads: bool, json: bool) -> Result<bool> {
+fn soak(scenarios: &[Scenario], first: u64, n: u64, jobs: usize, store: StoreArgs, json: bool) -> Result<bool> {
     let queue: VecDeque<(u64, Scenario)> =
         (first..first + n).flat_map(|seed| scenarios.iter().map(move |&s| (seed, s))).collect();
     let total = queue.len() as u64;
@@ -187,7 +216,7 @@ fn soak(scenarios: &[Scenario], first: u64, n: u64, jobs: usize, broken_reads: b
             std::thread::spawn(move || loop {
                 let next = queue.lock().expect("queue lock").pop_front();
                 let Some((seed, scenario)) = next else { break };
-                if tx.send((seed, scenario, run_child(seed, scenario, broken_reads))).is_err() {
+                if tx.send((seed, scenario, run_child(seed, scenario, store))).is_err() {
                     break;
                 }
             })

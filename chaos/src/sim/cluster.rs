@@ -13,6 +13,7 @@
 //! member id derived from its own peer URL (so a member added back is a new member).
 
 use super::net::{self, CLIENT_PORT, PEER_PORT};
+use super::RunOptions;
 use berth_store::engine::{MemoryEngine, SharedEngine};
 use berth_store::grpc::client_routes;
 use berth_store::lease::LeaseClock;
@@ -160,20 +161,22 @@ pub struct MemberSlot {
     /// that nothing outside the host keeps the dead member's handles alive.
     pub running: Mutex<Option<Member>>,
     pub read_mode: ReadMode,
+    pub batches_in_flight: usize,
     /// Whether the host may run its member: from the start for an initial member, once the
     /// cluster added it for a spare.
     admitted: watch::Sender<bool>,
 }
 
 impl MemberSlot {
-    pub fn new(spec: MemberSpec, read_mode: ReadMode, admitted: bool) -> Arc<MemberSlot> {
+    pub fn new(spec: MemberSpec, options: &RunOptions, admitted: bool) -> Arc<MemberSlot> {
         Arc::new(MemberSlot {
             spec,
             engine: Arc::new(MemoryEngine::new()),
             skew_ms: Arc::new(AtomicI64::new(0)),
             boots: AtomicU64::new(0),
             running: Mutex::new(None),
-            read_mode,
+            read_mode: options.read_mode,
+            batches_in_flight: options.batches_in_flight,
             admitted: watch::channel(admitted).0,
         })
     }
@@ -216,6 +219,7 @@ pub async fn run_member(slot: Arc<MemberSlot>) -> turmoil::Result {
         lease_clock: Arc::new(SkewedClock { skew_ms: slot.skew_ms.clone() }),
         timing: spec.timing,
         reads: slot.read_mode,
+        batches_in_flight: slot.batches_in_flight,
     };
     let member = Member::start(&spec.config, spec.identity.clone(), parts).await?;
     // Every task of the member's servers is owned here and dies with the host.

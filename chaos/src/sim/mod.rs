@@ -48,7 +48,7 @@ use crate::invariants::MemberObservation;
 use crate::lease_check::{check_leases, LeaseHistory, LeaseOptions};
 use crate::linearizability::{check_linearizability, check_revisions, LinearizabilityOptions, Verdict};
 use crate::watch_check::{check_watches, KeyRange, TrueHistory};
-use berth_store::member::ReadMode;
+use berth_store::member::{ReadMode, MAX_BATCHES_IN_FLIGHT};
 use client::{Cluster, Directory, SimClock};
 use cluster::{MemberSlot, SnapshotKnobs};
 use membership::MembershipClient;
@@ -69,6 +69,8 @@ pub struct RunOptions {
     /// `LocalStateForTesting` runs a deliberately broken store (stale "linearizable" reads), to
     /// show that the suite catches it.
     pub read_mode: ReadMode,
+    /// Group-commit batches each member replicates at once.
+    pub batches_in_flight: usize,
     /// Overrides the scenario's timeline and sizes.
     pub params: Option<Params>,
     pub linearizability: LinearizabilityOptions,
@@ -78,6 +80,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             read_mode: ReadMode::Linearizable,
+            batches_in_flight: MAX_BATCHES_IN_FLIGHT,
             params: None,
             linearizability: LinearizabilityOptions::default(),
         }
@@ -117,7 +120,7 @@ pub fn run(seed: u64, scenario: Scenario, options: &RunOptions) -> RunReport {
         .into_iter()
         .map(|spec| {
             let initial = spec.index < scenario.members;
-            MemberSlot::new(spec, options.read_mode, initial)
+            MemberSlot::new(spec, options, initial)
         })
         .collect();
     let hosts: Vec<String> = slots.iter().map(|s| s.spec.host.clone()).collect();
@@ -215,7 +218,7 @@ pub fn run(seed: u64, scenario: Scenario, options: &RunOptions) -> RunReport {
     let mut recording = std::mem::take(&mut *shared.lock());
     recording.watchers.sort_by_key(|w| w.id);
     recording.leases.sort_by_key(|l| l.id);
-    let mut report = RunReport::new(seed, scenario, options.read_mode, sim_ms);
+    let mut report = RunReport::new(seed, scenario, options, sim_ms);
     // The nemesis's log and its membership client's, in time order (the nemesis first at a tie).
     let mut log = nemesis.log;
     log.extend(recording.membership_log.iter().map(|(at, line)| stamped(*at, line)));

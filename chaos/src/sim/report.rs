@@ -2,7 +2,8 @@
 
 use super::record::{HealOutcome, Recording};
 use super::scenario::Scenario;
-use berth_store::member::ReadMode;
+use super::RunOptions;
+use berth_store::member::{ReadMode, MAX_BATCHES_IN_FLIGHT};
 use serde::Serialize;
 use std::fmt;
 
@@ -33,6 +34,7 @@ pub struct RunReport {
     pub seed: u64,
     pub scenario: String,
     pub read_mode: String,
+    pub batches_in_flight: usize,
     /// Simulated milliseconds the run took.
     pub sim_ms: u64,
     /// Real milliseconds the run (simulation and checks) took.
@@ -61,11 +63,12 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    pub fn new(seed: u64, scenario: Scenario, read_mode: ReadMode, sim_ms: u64) -> RunReport {
+    pub fn new(seed: u64, scenario: Scenario, options: &RunOptions, sim_ms: u64) -> RunReport {
         RunReport {
             seed,
             scenario: scenario.name(),
-            read_mode: format!("{read_mode:?}"),
+            read_mode: format!("{:?}", options.read_mode),
+            batches_in_flight: options.batches_in_flight,
             sim_ms,
             wall_ms: 0,
             register_ops: 0,
@@ -95,9 +98,14 @@ impl RunReport {
 
     /// The command that replays this run.
     pub fn replay_command(&self) -> String {
-        let broken =
-            if self.read_mode == format!("{:?}", ReadMode::LocalStateForTesting) { " --broken-reads" } else { "" };
-        format!("berth-chaos --seed {} --scenario {}{broken}", self.seed, self.scenario)
+        let mut command = format!("berth-chaos --seed {} --scenario {}", self.seed, self.scenario);
+        if self.read_mode == format!("{:?}", ReadMode::LocalStateForTesting) {
+            command.push_str(" --broken-reads");
+        }
+        if self.batches_in_flight != MAX_BATCHES_IN_FLIGHT {
+            command.push_str(&format!(" --batches-in-flight {}", self.batches_in_flight));
+        }
+        command
     }
 }
 

@@ -113,7 +113,8 @@ pub struct Lease {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mvcc {
-    keys: BTreeMap<Vec<u8>, Vec<Version>>,
+    /// Boxed keys: a store holds one per key, and a box takes 8 bytes less than a `Vec`.
+    keys: BTreeMap<Box<[u8]>, Vec<Version>>,
     leases: BTreeMap<LeaseId, Lease>,
     revision: Revision,
     /// Reads below this revision fail; 0 when nothing was compacted.
@@ -173,12 +174,12 @@ impl Mvcc {
                 }
                 EventKind::Delete => None,
             };
-            push_version(mvcc.keys.entry(event.kv.key).or_default(), Version { revision, sub, live });
+            push_version(mvcc.keys.entry(event.kv.key.into()).or_default(), Version { revision, sub, live });
         }
         for (key, versions) in &mvcc.keys {
             if let Some(lease) = versions.last().and_then(|v| v.live.as_ref()).and_then(Live::lease) {
                 if let Some(entry) = mvcc.leases.get_mut(&lease) {
-                    entry.keys.insert(key.clone());
+                    entry.keys.insert(key.to_vec());
                 }
             }
         }
@@ -219,7 +220,7 @@ impl Mvcc {
         if from < self.compacted {
             return Err(StoreError::Compacted);
         }
-        let keys: Vec<(&Vec<u8>, &Vec<Version>)> = self.keys_in(range).collect();
+        let keys: Vec<(&[u8], &Vec<Version>)> = self.keys_in(range).collect();
         // The next version of each key to emit, smallest (revision, sub) first.
         let mut next: BinaryHeap<Reverse<(Revision, u32, usize, usize)>> = keys
             .iter()
@@ -244,17 +245,23 @@ impl Mvcc {
         Ok((events, self.revision))
     }
 
-    fn keys_in<'a>(&'a self, range: &KeyRange) -> Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Vec<Version>)> + 'a> {
+    fn keys_in<'a>(&'a self, range: &KeyRange) -> Box<dyn Iterator<Item = (&'a [u8], &'a Vec<Version>)> + 'a> {
         use std::ops::Bound::*;
         if range.is_empty() {
             return Box::new(std::iter::empty());
         }
         match &range.end {
-            RangeEnd::Single => Box::new(self.keys.get_key_value(&range.start).into_iter()),
-            RangeEnd::Before(end) => {
-                Box::new(self.keys.range::<[u8], _>((Included(range.start.as_slice()), Excluded(end.as_slice()))))
+            RangeEnd::Single => {
+                Box::new(self.keys.get_key_value(range.start.as_slice()).map(|(k, v)| (&**k, v)).into_iter())
             }
-            RangeEnd::Unbounded => Box::new(self.keys.range::<[u8], _>((Included(range.start.as_slice()), Unbounded))),
+            RangeEnd::Before(end) => {
+                let keys = self.keys.range::<[u8], _>((Included(range.start.as_slice()), Excluded(end.as_slice())));
+                Box::new(keys.map(|(k, v)| (&**k, v)))
+            }
+            RangeEnd::Unbounded => {
+                let keys = self.keys.range::<[u8], _>((Included(range.start.as_slice()), Unbounded));
+                Box::new(keys.map(|(k, v)| (&**k, v)))
+            }
         }
     }
 
@@ -389,10 +396,10 @@ impl Mvcc {
     }
 
     fn put(&mut self, w: &mut Writer, req: &PutRequest) -> PutResponse {
-        if !self.keys.contains_key(&req.key) {
-            self.keys.insert(req.key.clone(), Vec::new());
+        if !self.keys.contains_key(req.key.as_slice()) {
+            self.keys.insert(req.key.as_slice().into(), Vec::new());
         }
-        let versions = self.keys.get_mut(&req.key).expect("inserted above");
+        let versions = self.keys.get_mut(req.key.as_slice()).expect("inserted above");
         let prev_kv = versions.last().and_then(|v| kv_of(&req.key, v));
         let value = match (&prev_kv, req.ignore_value) {
             (Some(p), true) => p.value.clone(),
@@ -419,14 +426,14 @@ impl Mvcc {
     fn delete(&mut self, w: &mut Writer, range: &KeyRange, want_prev: bool) -> DeleteRangeResponse {
         let doomed: Vec<(Vec<u8>, KeyValue)> = self
             .keys_in(range)
-            .filter_map(|(key, versions)| versions.last().and_then(|v| kv_of(key, v)).map(|kv| (key.clone(), kv)))
+            .filter_map(|(key, versions)| versions.last().and_then(|v| kv_of(key, v)).map(|kv| (key.to_vec(), kv)))
             .collect();
         let mut out = DeleteRangeResponse { deleted: doomed.len() as i64, prev_kvs: Vec::new() };
         for (key, prev) in doomed {
             let sub = w.next_sub();
             let v = Version { revision: w.revision, sub, live: None };
             let event = event_of(&key, &v, Some(prev.clone()));
-            push_version(self.keys.get_mut(&key).expect("key listed above"), v);
+            push_version(self.keys.get_mut(key.as_slice()).expect("key listed above"), v);
             self.reattach(&key, prev.lease, None);
             self.journal.events.push(StoredEvent { sub, event });
             if want_prev {

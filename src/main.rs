@@ -15,6 +15,22 @@ use std::path::PathBuf;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (its index in `mimalloc.h`), which the Rust bindings do not
+/// name.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// How long freed memory stays with mimalloc before it goes back to the system (whole arenas wait
+/// ten times as long). At its default, 1 s, a member that had just taken a million puts held
+/// 11–18 MiB it no longer used; at 100 ms it held 450 MiB against 461 MiB, and put throughput
+/// did not suffer (it was higher, by 3.6% in that run and 6% over four cluster pairs).
+const PURGE_DELAY_MS: std::ffi::c_long = 100;
+
+fn tune_allocator() {
+    // SAFETY: sets an integer option. mimalloc's option setters are not thread-safe, and this runs
+    // first in `main`, before any other thread exists.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
+}
+
 #[derive(Parser)]
 #[command(
     name = "berth",
@@ -230,6 +246,7 @@ fn describe(error: &anyhow::Error) -> String {
 }
 
 fn main() -> std::process::ExitCode {
+    tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -267,6 +284,23 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("berth: error: {}", describe(&e));
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hard-coded index names the purge delay: before it is set, that option has the purge
+    /// delay's default (1000 ms), which no option around it has.
+    #[test]
+    fn the_allocator_option_set_is_the_purge_delay() {
+        // SAFETY: reads and sets integer options.
+        unsafe {
+            assert_eq!(libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY), 1000);
+            tune_allocator();
+            assert_eq!(libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY), PURGE_DELAY_MS);
         }
     }
 }

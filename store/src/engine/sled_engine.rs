@@ -3,9 +3,10 @@
 //! the write path syncs only the log segments and sled is synced before the log is purged.
 //!
 //! sled's page cache does not keep to its capacity: its LRU looks at a shard's accesses only
-//! once 64 of them are queued, so up to 256 × 64 pages stay cached (a member that read a million
-//! keys' history at start-up kept 300 MiB of it). The database is therefore reopened after such
-//! a read ([`Engine::release_cache`]), which is the only way sled lets go of its cache.
+//! once 64 of them are queued, and with 256 shards a full read leaves nearly every page it touched
+//! cached (a member that read a million keys' history at start-up kept 300 MiB of it). The
+//! database is therefore reopened after such a read ([`Engine::release_cache`]), which is the only
+//! way sled lets go of its cache.
 
 use super::segments::{FileSegments, SegmentStore};
 use super::{Batch, Engine, EngineError, EngineResult, KvPair};
@@ -13,6 +14,12 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Reopening the database retries this often, this far apart (5 s in all), while the closed one
+/// still holds its lock.
+const REOPEN_ATTEMPTS: u32 = 1000;
+const REOPEN_PAUSE: Duration = Duration::from_millis(5);
 
 pub struct SledEngine {
     /// Behind a lock only so that [`Engine::release_cache`] can close the database and open it
@@ -104,7 +111,17 @@ impl Engine for SledEngine {
             drop(open);
             flushed.map_err(io)?;
         }
-        *db = Some(open_db(&self.dir)?);
+        // sled's IO threads may still hold the closed database (and its lock) for a moment.
+        let mut attempt = 1;
+        let reopened = loop {
+            match open_db(&self.dir) {
+                Ok(reopened) => break reopened,
+                Err(_) if attempt < REOPEN_ATTEMPTS => std::thread::sleep(REOPEN_PAUSE),
+                Err(e) => return Err(e),
+            }
+            attempt += 1;
+        };
+        *db = Some(reopened);
         Ok(())
     }
 
@@ -184,10 +201,20 @@ mod tests {
         batch.delete(b"a".to_vec());
         batch.put(b"c".to_vec(), b"3".to_vec());
         engine.write(batch).unwrap();
+        // Reopened again and again right after writes, it keeps every one of them.
+        for round in 0..20u8 {
+            let mut batch = Batch::default();
+            batch.put(vec![b'r', round], vec![round; 4096]);
+            engine.write(batch).unwrap();
+            engine.release_cache().unwrap();
+        }
         engine.sync().unwrap();
         assert_eq!(engine.get(b"c").unwrap(), Some(b"3".to_vec()));
         drop(engine);
         let reopened = SledEngine::open(dir.path()).unwrap();
-        assert_eq!(pairs(&reopened), vec![(b"b".to_vec(), b"2".to_vec()), (b"c".to_vec(), b"3".to_vec())]);
+        let kept: Vec<Vec<u8>> = pairs(&reopened).into_iter().map(|(key, _)| key).collect();
+        let mut expected = vec![b"b".to_vec(), b"c".to_vec()];
+        expected.extend((0..20u8).map(|round| vec![b'r', round]));
+        assert_eq!(kept, expected);
     }
 }

@@ -132,12 +132,21 @@ fn target_leader_sends_every_connection_to_the_leader_of_three() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let leader = || rt.block_on(common::grpc::leader_index(&cluster, &[0, 1, 2]));
     // Asked around the run, so that a leader change in between (rare) is retried, not misread.
+    // During such a change the bench itself may find no leader and fail: that is retried too.
+    let mut last_failure = String::new();
     let settled = try_poll_until(START_DEADLINE, || {
         let before = leader()?;
-        let report = bench(&cluster, &["put", "--target-leader", "--conns", "3", "--total", "30"]);
+        let args = ["put", "--target-leader", "--conns", "3", "--total", "30", "--json"];
+        let out = run_bench(&cluster.endpoints(), &args);
+        if !out.status.success() {
+            last_failure = describe(&out);
+            return None;
+        }
+        let report: Value = serde_json::from_slice(&out.stdout).expect("berth bench --json prints JSON");
         (leader() == Some(before)).then_some((before, report))
     });
-    let (leader, report) = settled.expect("a leader that stays for one short run");
+    let (leader, report) =
+        settled.unwrap_or_else(|| panic!("no leader stayed for one short run; last failure: {last_failure}"));
     assert_sane(&report, "put", 30);
     assert_eq!(report["endpoints"], serde_json::json!([cluster.client_url(leader)]), "{report}");
 }

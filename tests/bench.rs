@@ -23,14 +23,22 @@ fn run_bench(endpoints: &str, args: &[&str]) -> Output {
         .expect("run berth bench")
 }
 
-/// Runs `berth bench ARGS --json` against the cluster and returns its report.
-fn bench(cluster: &Cluster, args: &[&str]) -> Value {
+/// Runs `berth bench ARGS --json` against the cluster and returns its report, or why the run
+/// failed.
+fn try_bench(cluster: &Cluster, args: &[&str]) -> Result<Value, String> {
     let mut all = args.to_vec();
     all.push("--json");
     let out = run_bench(&cluster.endpoints(), &all);
-    assert!(out.status.success(), "berth bench {all:?} failed: {}", describe(&out));
+    if !out.status.success() {
+        return Err(format!("berth bench {all:?} failed: {}", describe(&out)));
+    }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("berth bench {all:?}: bad JSON ({e}): {stdout}"))
+    Ok(serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("berth bench {all:?}: bad JSON ({e}): {stdout}")))
+}
+
+/// Runs `berth bench ARGS --json` against the cluster and returns its report.
+fn bench(cluster: &Cluster, args: &[&str]) -> Value {
+    try_bench(cluster, args).unwrap_or_else(|failure| panic!("{failure}"))
 }
 
 /// Waits until the member has a leader and answers a linearizable read, so that the workloads
@@ -136,13 +144,9 @@ fn target_leader_sends_every_connection_to_the_leader_of_three() {
     let mut last_failure = String::new();
     let settled = try_poll_until(START_DEADLINE, || {
         let before = leader()?;
-        let args = ["put", "--target-leader", "--conns", "3", "--total", "30", "--json"];
-        let out = run_bench(&cluster.endpoints(), &args);
-        if !out.status.success() {
-            last_failure = describe(&out);
-            return None;
-        }
-        let report: Value = serde_json::from_slice(&out.stdout).expect("berth bench --json prints JSON");
+        let report = try_bench(&cluster, &["put", "--target-leader", "--conns", "3", "--total", "30"])
+            .map_err(|failure| last_failure = failure)
+            .ok()?;
         (leader() == Some(before)).then_some((before, report))
     });
     let (leader, report) =

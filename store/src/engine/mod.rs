@@ -96,8 +96,8 @@ pub trait Engine: Send + Sync + 'static {
     fn size_on_disk(&self) -> u64;
 
     /// Lets go of what reading the whole key space left cached (start-up reads all of it). Only
-    /// while nothing else uses the engine: an iterator still open may keep the cache, or the
-    /// database, from being released.
+    /// while nothing else uses the engine: an iterator still open keeps the database from
+    /// closing, and the call then fails.
     fn release_cache(&self) -> EngineResult<()> {
         Ok(())
     }

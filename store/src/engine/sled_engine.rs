@@ -111,7 +111,9 @@ impl Engine for SledEngine {
             drop(open);
             flushed.map_err(io)?;
         }
-        // sled's IO threads may still hold the closed database (and its lock) for a moment.
+        // sled's IO threads may still hold the closed database (and its lock) for a moment. sled
+        // reports a held lock only as a message, so any failure to open is retried; a lasting one
+        // is reported once the attempts run out.
         let mut attempt = 1;
         let reopened = loop {
             match open_db(&self.dir) {
